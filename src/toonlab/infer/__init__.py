@@ -1,0 +1,1 @@
+"""toonlab.infer"""
