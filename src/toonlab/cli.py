@@ -44,6 +44,27 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """toonlab: photo ↔ cartoon translation with GANs."""
 
 
+# ---- prepare (owner: PREP engineer) -------------------------------------------------------------------------
+prepare_app = _typer(help="Build training-ready datasets: film frames, photo folders, side inputs, splits, checks.")
+app.add_typer(prepare_app, name="prepare")
+
+
+@prepare_app.command("synth")
+def prepare_synth(out: str = typer.Argument(..., help="Output folder."),
+                  n: int = typer.Option(1000, "--n", help="Train images per domain."),
+                  size: int = typer.Option(64, "--size", help="Image side in pixels."),
+                  seed: int = typer.Option(0, "--seed"),
+                  n_test: int = typer.Option(None, "--n-test", help="Test scenes (default max(8, n/4))."),
+                  workers: int = typer.Option(1, "--workers", help="Processes."),
+                  overwrite: bool = typer.Option(False, "--overwrite", help="Re-render existing images.")):
+    """SynthToon: procedural photos + cartoons (train unpaired, test paired) with a manifest."""
+    from toonlab.data.synth import make_synthtoon
+
+    path = make_synthtoon(out, n, size, seed, n_test=n_test, overwrite=overwrite, workers=workers, progress=True)
+    typer.echo(f"SynthToon written to {path}")
+# ---- end prepare ----------------------------------------------------------------------------------------------
+
+
 def main() -> None:  # console-script entry point
     app()
 

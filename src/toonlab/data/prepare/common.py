@@ -1,0 +1,116 @@
+"""Shared machinery of ``toonlab prepare``: a process pool with a rich progress bar that never loses finished
+work, atomic image writes, and the "skip what already exists" rule that makes every command resumable."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from toonlab.errors import ToonlabError
+
+
+@dataclass
+class JobFailure:
+    """A job that raised: the item it was working on and a one-line message."""
+
+    item: str
+    message: str
+
+
+@dataclass
+class PrepareSummary:
+    """What a prepare command did: outputs written, outputs already present (skipped), inputs that failed."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Safe:
+    """Picklable wrapper: run ``fn(job)``; an exception becomes a JobFailure so one bad input never stops a pool."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __call__(self, job):
+        try:
+            return self.fn(job)
+        except (ToonlabError, OSError, ValueError, cv2.error) as e:
+            item = job[0] if isinstance(job, tuple) else job
+            return JobFailure(str(item), str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
+def _init_worker() -> None:
+    # one thread per worker process: the pool is the parallelism (avoids 2 cores × N workers × M threads)
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # torch is a dependency, but workers need not import it
+        pass
+
+
+def run_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, progress: bool = True, desc: str = "") -> list:
+    """Run ``fn`` over ``jobs`` (in ``workers`` processes when > 1), showing a rich progress bar.
+
+    Returns the results in job order; a job that raised ToonlabError/OSError/ValueError/cv2.error yields a
+    ``JobFailure`` instead. ``fn`` must be a module-level function (picklable) and should write its own output
+    atomically, so an interrupted pool leaves only complete files behind.
+    """
+    safe = _Safe(fn)
+    results: list = []
+    if not jobs:
+        return results
+    bar = _progress(progress)
+    with bar:
+        task = bar.add_task(desc or "prepare", total=len(jobs))
+        if workers <= 1 or len(jobs) == 1:
+            for job in jobs:
+                results.append(safe(job))
+                bar.advance(task)
+        else:
+            ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
+            with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
+                for r in pool.imap(safe, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))):
+                    results.append(r)
+                    bar.advance(task)
+    return results
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not enabled, transient=False)
+
+
+def split_failures(results: Iterable) -> tuple[list, list[tuple[str, str]]]:
+    """(successful results, [(item, message)] of the failures)."""
+    ok, bad = [], []
+    for r in results:
+        (bad.append((r.item, r.message)) if isinstance(r, JobFailure) else ok.append(r))
+    return ok, bad
+
+
+def write_image_atomic(path: str | Path, rgb: np.ndarray, quality: int = 95) -> Path:
+    """Write HWC uint8 RGB (or HW / HW1 gray) ``rgb`` to ``path`` (format from the suffix), atomically."""
+    from toonlab.checkpoint import atomic_write
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    img = rgb if rgb.ndim == 2 or rgb.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext in (".jpg", ".jpeg") else []
+    if ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, quality]
+    ok, buf = cv2.imencode(ext, img, params)
+    if not ok:
+        raise ToonlabError(f"{path}: cannot encode an image with suffix {ext!r}")
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
