@@ -1,0 +1,254 @@
+"""InceptionV3 for FID, defined in toonlab (no torchvision), TF-compatible as in PAPERS.md "Shared pieces".
+
+The module and parameter names follow pytorch-fid's network (torchvision's ``Inception3`` layout with the
+``FIDInceptionA/C/E_1/E_2`` blocks, ``aux_logits=False``, a 1008-way ``fc``), so the standard weight file
+``pt_inception-2015-12-05-6726825d.pth`` (ported from TF's ``inception-2015-12-05``) loads unchanged.
+
+TF-compatible details (they change FID values, so they are not options):
+- input [0,1] RGB → bilinear resize to 299×299 (align_corners=False) → scaled to [-1,1];
+- the 3×3 average pools of Mixed_5b–d, 6b–e and 7b exclude the zero padding (``count_include_pad=False``);
+- Mixed_7c's pool branch uses a 3×3 *max* pool (a quirk of the TF graph);
+- features = global average pool of Mixed_7c (TF's ``pool_3``), 2048-d. ``fc`` exists only so the file loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toonlab.errors import MissingWeightsError
+
+FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
+FID_INPUT_SIZE = 299
+FEATURE_DIM = 2048
+
+
+class BasicConv2d(nn.Module):
+    """conv (no bias) → BatchNorm (eps 1e-3, as TF) → ReLU. Keys: ``conv.weight``, ``bn.*``."""
+
+    def __init__(self, cin: int, cout: int, **conv_kw):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, bias=False, **conv_kw)
+        self.bn = nn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)), inplace=True)
+
+
+def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    # TF's average pool ignores the zero padding in the mean (pytorch-fid's FID patch).
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+class InceptionA(nn.Module):
+    """Mixed_5b/c/d (35×35): 1×1 | 1×1→5×5 | 1×1→3×3→3×3 | avgpool→1×1."""
+
+    def __init__(self, cin: int, pool_features: int):
+        super().__init__()
+        self.branch1x1 = BasicConv2d(cin, 64, kernel_size=1)
+        self.branch5x5_1 = BasicConv2d(cin, 48, kernel_size=1)
+        self.branch5x5_2 = BasicConv2d(48, 64, kernel_size=5, padding=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, padding=1)
+        self.branch_pool = BasicConv2d(cin, pool_features, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b5 = self.branch5x5_2(self.branch5x5_1(x))
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_tf_avg_pool(x))], 1)
+
+
+class InceptionB(nn.Module):
+    """Mixed_6a: grid reduction 35→17 (strided 3×3 | 1×1→3×3→strided 3×3 | max pool)."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3 = BasicConv2d(cin, 384, kernel_size=3, stride=2)
+        self.branch3x3dbl_1 = BasicConv2d(cin, 64, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(64, 96, kernel_size=3, padding=1)
+        self.branch3x3dbl_3 = BasicConv2d(96, 96, kernel_size=3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return torch.cat([self.branch3x3(x), b3, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionC(nn.Module):
+    """Mixed_6b–e (17×17): factorised 7×7 branches (1×7 / 7×1), avg pool branch."""
+
+    def __init__(self, cin: int, channels_7x7: int):
+        super().__init__()
+        c7 = channels_7x7
+        self.branch1x1 = BasicConv2d(cin, 192, kernel_size=1)
+        self.branch7x7_1 = BasicConv2d(cin, c7, kernel_size=1)
+        self.branch7x7_2 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7_3 = BasicConv2d(c7, 192, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7dbl_1 = BasicConv2d(cin, c7, kernel_size=1)
+        self.branch7x7dbl_2 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7dbl_3 = BasicConv2d(c7, c7, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7dbl_4 = BasicConv2d(c7, c7, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7dbl_5 = BasicConv2d(c7, 192, kernel_size=(1, 7), padding=(0, 3))
+        self.branch_pool = BasicConv2d(cin, 192, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        bd = x
+        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                      self.branch7x7dbl_5):
+            bd = layer(bd)
+        return torch.cat([self.branch1x1(x), b7, bd, self.branch_pool(_tf_avg_pool(x))], 1)
+
+
+class InceptionD(nn.Module):
+    """Mixed_7a: grid reduction 17→8."""
+
+    def __init__(self, cin: int):
+        super().__init__()
+        self.branch3x3_1 = BasicConv2d(cin, 192, kernel_size=1)
+        self.branch3x3_2 = BasicConv2d(192, 320, kernel_size=3, stride=2)
+        self.branch7x7x3_1 = BasicConv2d(cin, 192, kernel_size=1)
+        self.branch7x7x3_2 = BasicConv2d(192, 192, kernel_size=(1, 7), padding=(0, 3))
+        self.branch7x7x3_3 = BasicConv2d(192, 192, kernel_size=(7, 1), padding=(3, 0))
+        self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3_2(self.branch3x3_1(x))
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return torch.cat([b3, b7, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
+
+
+class InceptionE(nn.Module):
+    """Mixed_7b (``pool="avg"``, TF avg pool) and Mixed_7c (``pool="max"``, the TF graph's max pool)."""
+
+    def __init__(self, cin: int, pool: Literal["avg", "max"]):
+        super().__init__()
+        self.pool = pool
+        self.branch1x1 = BasicConv2d(cin, 320, kernel_size=1)
+        self.branch3x3_1 = BasicConv2d(cin, 384, kernel_size=1)
+        self.branch3x3_2a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3_2b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch3x3dbl_1 = BasicConv2d(cin, 448, kernel_size=1)
+        self.branch3x3dbl_2 = BasicConv2d(448, 384, kernel_size=3, padding=1)
+        self.branch3x3dbl_3a = BasicConv2d(384, 384, kernel_size=(1, 3), padding=(0, 1))
+        self.branch3x3dbl_3b = BasicConv2d(384, 384, kernel_size=(3, 1), padding=(1, 0))
+        self.branch_pool = BasicConv2d(cin, 192, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        pooled = _tf_avg_pool(x) if self.pool == "avg" else F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+        return torch.cat([self.branch1x1(x), b3, bd, self.branch_pool(pooled)], 1)
+
+
+class FIDInceptionV3(nn.Module):
+    """pytorch-fid's InceptionV3 (pool3 features). ``forward(x (B,3,H,W) in [0,1]) -> (B,2048)`` float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
+        self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
+        self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
+        self.Conv2d_3b_1x1 = BasicConv2d(64, 80, kernel_size=1)
+        self.Conv2d_4a_3x3 = BasicConv2d(80, 192, kernel_size=3)
+        self.Mixed_5b = InceptionA(192, pool_features=32)
+        self.Mixed_5c = InceptionA(256, pool_features=64)
+        self.Mixed_5d = InceptionA(288, pool_features=64)
+        self.Mixed_6a = InceptionB(288)
+        self.Mixed_6b = InceptionC(768, channels_7x7=128)
+        self.Mixed_6c = InceptionC(768, channels_7x7=160)
+        self.Mixed_6d = InceptionC(768, channels_7x7=160)
+        self.Mixed_6e = InceptionC(768, channels_7x7=192)
+        self.Mixed_7a = InceptionD(768)
+        self.Mixed_7b = InceptionE(1280, pool="avg")
+        self.Mixed_7c = InceptionE(2048, pool="max")
+        self.fc = nn.Linear(FEATURE_DIM, 1008)  # TF's 1008-way classifier; unused for FID, present for the keys
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"FIDInceptionV3 expects (B,3,H,W) RGB in [0,1], got shape {tuple(x.shape)}")
+        if x.shape[-2:] != (FID_INPUT_SIZE, FID_INPUT_SIZE):
+            x = F.interpolate(x, size=(FID_INPUT_SIZE, FID_INPUT_SIZE), mode="bilinear", align_corners=False)
+        x = 2 * x - 1  # [0,1] → [-1,1], the range the TF graph was trained on
+        x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
+        x = F.max_pool2d(x, kernel_size=3, stride=2)
+        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
+                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = block(x)
+        return x.mean(dim=(2, 3))  # pool_3: global average pool → (B,2048)
+
+
+def checkpoints_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's default cache when TORCH_HOME is unset)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def resolve_fid_weights(weights: str | Path | None = None, *, download: bool = True) -> Path:
+    """Find the FID weight file: an explicit path, else ``$TORCH_HOME/hub/checkpoints/`` (downloading it there
+    when online and ``download``). Raises MissingWeightsError naming the file, the URL and the folder."""
+    if weights is not None:
+        p = Path(weights).expanduser()
+        if not p.is_file():
+            raise MissingWeightsError(f"FID Inception weights not found: {p} (expected {FID_WEIGHTS_FILE} "
+                                      f"from {FID_WEIGHTS_URL})")
+        return p
+    folder = checkpoints_dir()
+    target = folder / FID_WEIGHTS_FILE
+    if target.is_file():
+        return target
+    hint = (f"FID needs the Inception weights {FID_WEIGHTS_FILE}: download {FID_WEIGHTS_URL} into {folder}/ "
+            f"(or pass its path)")
+    if not download or os.environ.get("TOONLAB_OFFLINE") == "1":
+        raise MissingWeightsError(hint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(target), hash_prefix="6726825d", progress=False)
+    except Exception as e:  # offline, proxy, hash mismatch: all end in the same actionable message
+        raise MissingWeightsError(f"{hint}; download failed ({type(e).__name__})") from None
+    return target
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 (first 16 hex digits) of a weight file's bytes — part of every FID stats cache key."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_fid_inception(weights: str | Path | None = None, device: str | torch.device = "cpu", *,
+                       download: bool = True) -> tuple[FIDInceptionV3, str]:
+    """Build the FID network with the weight file loaded (``weights_only=True``, strict keys), frozen, in eval.
+
+    Returns ``(model, fingerprint)``; ``fingerprint`` identifies the weights for the stats cache.
+    """
+    path = resolve_fid_weights(weights, download=download)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MissingWeightsError(f"{path}: not a readable PyTorch weight file ({type(e).__name__})") from None
+    model = FIDInceptionV3()
+    # Older files carry no BatchNorm ``num_batches_tracked`` counters (unused in eval); every other key must match.
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of the wrong shape
+        raise MissingWeightsError(f"{path}: not a pytorch-fid Inception state dict "
+                                  f"({str(e).splitlines()[-1].strip()})") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise MissingWeightsError(f"{path}: not a pytorch-fid Inception state dict (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
+    model.eval().requires_grad_(False).to(device)
+    return model, file_fingerprint(path)
