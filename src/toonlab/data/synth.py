@@ -228,13 +228,11 @@ def make_synthtoon(out: str | Path, n: int, size: int = 64, seed: int = 0, *, n_
                 path = out / sub / name
                 if overwrite or not path.exists():
                     jobs.append((str(path), scene_seed, size, kind))
-    from toonlab.data.prepare.common import run_jobs, split_failures
+    from toonlab.data.prepare.common import atomic_write_bytes, run_jobs, split_failures
 
     _, failed = split_failures(run_jobs(_render_job, jobs, workers=workers, progress=progress, desc="synth"))
     if failed:
         raise ToonlabError(f"synth: {len(failed)} images could not be written, e.g. {failed[0][0]}: {failed[0][1]}")
     manifest = dict(settings, scenes=files)
-    from toonlab.checkpoint import atomic_write
-
-    atomic_write(manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1, sort_keys=True)))
+    atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
     return out

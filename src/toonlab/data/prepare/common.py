@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -100,10 +101,25 @@ def split_failures(results: Iterable) -> tuple[list, list[tuple[str, str]]]:
     return ok, bad
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temp file beside ``path`` and rename it over ``path``: readers (and a rerun after a
+    crash) never see a partial file. (toonlab.checkpoint.atomic_write does the same but imports torch, which
+    costs seconds per worker process.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_image_atomic(path: str | Path, rgb: np.ndarray, quality: int = 95) -> Path:
     """Write HWC uint8 RGB (or HW / HW1 gray) ``rgb`` to ``path`` (format from the suffix), atomically."""
-    from toonlab.checkpoint import atomic_write
-
     path = Path(path)
     ext = path.suffix.lower()
     img = rgb if rgb.ndim == 2 or rgb.shape[2] == 1 else cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
@@ -113,4 +129,17 @@ def write_image_atomic(path: str | Path, rgb: np.ndarray, quality: int = 95) -> 
     ok, buf = cv2.imencode(ext, img, params)
     if not ok:
         raise ToonlabError(f"{path}: cannot encode an image with suffix {ext!r}")
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    return atomic_write_bytes(path, buf.tobytes())
+
+
+def report(summary: PrepareSummary, what: str) -> int:
+    """Print a one-line summary and one line per failure (to stderr); return the exit code (1 if any failed)."""
+    from rich.console import Console
+
+    out, err = Console(), Console(stderr=True)
+    extra = "".join(f", {k} {v}" for k, v in summary.extra.items())
+    out.print(f"{what}: {summary.done} written, {summary.skipped} already present{extra}, "
+              f"{len(summary.failed)} failed")
+    for item, message in summary.failed:
+        err.print(f"failed: {item}: {message}", markup=False, highlight=False)
+    return 1 if summary.failed else 0
