@@ -128,6 +128,111 @@ def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. con
 # ---- end train ------------------------------------------------------------------------------------------------
 
 
+# ---- evaluate / experiment / study (owner: EVAL engineer) -------------------------------------------------------
+@app.command("evaluate")
+def evaluate_cmd(
+        model: str = typer.Option(None, "--model", "-m", help="Export / run dir / 'classic' to translate with."),
+        photos: str = typer.Option(None, "--photos", help="Photos to translate (photo → cartoon)."),
+        cartoons: str = typer.Option(None, "--cartoons", help="Reference cartoons (FID/KID; paired truth when names "
+                                                              "match, e.g. SynthToon test/cartoons); without "
+                                                              "--photos: the cartoons to translate (cartoon → photo)."),
+        targets: str = typer.Option(None, "--targets", help="Target-domain reference (Toon2real: real photos); adds "
+                                                            "the weighted FID 0.8·FID(out,targets)+0.2·FID(out,inputs)."),
+        outputs: str = typer.Option(None, "--outputs", help="Score this existing output folder instead of translating."),
+        reference: str = typer.Option(None, "--reference", help="Reference folder for --outputs."),
+        inputs: str = typer.Option(None, "--inputs", help="With --outputs: the inputs, for the weighted FID."),
+        out: str = typer.Option(None, "--out", "-o", help="Where translated outputs go (default: a temp folder)."),
+        metrics: str = typer.Option("fid,kid,psnr,ssim,edge_f1", "--metrics",
+                                    help="Comma list of fid,kid,psnr,ssim,edge_f1."),
+        json_path: str = typer.Option(None, "--json", help="Write the scores as JSON here."),
+        inception: str = typer.Option(None, "--inception", help="Path of pt_inception-2015-12-05-6726825d.pth "
+                                                                "(default: $TORCH_HOME/hub/checkpoints)."),
+        cache_dir: str = typer.Option(None, "--cache-dir", help="FID stats cache (default ~/.cache/toonlab/fid)."),
+        no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached statistics."),
+        device: str = typer.Option("cpu", "--device"),
+        batch_size: int = typer.Option(16, "--batch-size", min=1)):
+    """Score outputs: FID, KID (×10³ in the table), weighted FID, PSNR / SSIM / edge F1 (SynthToon)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toonlab.eval.evaluate import evaluate, parse_metrics
+
+    res = evaluate(model=model, photos=photos, cartoons=cartoons, targets=targets, outputs=outputs,
+                   reference=reference, inputs=inputs, out=out, metrics=parse_metrics(metrics), device=device,
+                   inception=inception, cache_dir=cache_dir, use_cache=not no_cache, batch_size=batch_size)
+    table = Table(title="toonlab evaluate")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in res.scores.items():
+        if k == "kid_std":
+            continue
+        shown = f"{v * 1e3:.3f} ± {res.scores['kid_std'] * 1e3:.3f} (×10³)" if k == "kid" else f"{v:.4f}"
+        table.add_row(k, shown)
+    console = Console()
+    console.print(table)
+    console.print("images: " + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
+    for n in res.notes:
+        console.print(f"note: {n}", markup=False)
+    for f, why in res.failed:
+        typer.echo(f"failed: {f}: {why}", err=True)
+    if json_path:
+        from toonlab.eval.report import write_text
+
+        write_text(json_path, json.dumps(res.to_json(), indent=2) + "\n")
+    raise typer.Exit(1 if res.failed else 0)
+
+
+@app.command("experiment")
+def experiment_cmd(config: str = typer.Argument(..., help="Experiment file, e.g. configs/experiments/NAME.yaml."),
+                   out: str = typer.Option(None, "--out", "-o", help="Output folder (default: the file's out:).")):
+    """Train (or reuse) the runs of a paper table, evaluate them on the same data, write report.md/.html."""
+    from toonlab.eval.experiment import run_experiment
+
+    res = run_experiment(config, out=out, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"report: {res.report_md} and {res.report_html}")
+    raise typer.Exit(1 if any(n.startswith("failed:") for n in res.notes) else 0)
+
+
+study_app = _typer(help="Human rating study: serve a local rating page, report mean ± 95 % interval per method.")
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("serve")
+def study_serve(folders: list[str] = typer.Argument(..., help="One output folder per method (same file names)."),
+                db: str = typer.Option("study.sqlite", "--db", help="SQLite file the scores are stored in."),
+                names: list[str] = typer.Option(None, "--name", help="Method name per folder (default: folder names)."),
+                port: int = typer.Option(8765, "--port"),
+                host: str = typer.Option("127.0.0.1", "--host", help="Bind address (keep it local).")):
+    """Serve the rating page: randomised, unlabelled outputs per photo, 1–5 scores saved to --db."""
+    from toonlab.eval.study import StudyServer, collect
+
+    server = StudyServer(collect(folders, names or None), db, host=host, port=port)
+    typer.echo(f"rating page on {server.url} (scores → {db}); Ctrl-C to stop")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@study_app.command("report")
+def study_report(db: str = typer.Argument(..., help="The study's SQLite file.")):
+    """Mean score ± 95 % confidence interval (Student t) per method."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from toonlab.eval.study import report
+
+    table = Table(title=f"rating study: {db}")
+    for col in ("method", "ratings", "mean ± 95 % CI"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in report(db):
+        table.add_row(r.method, str(r.n), f"{r.mean:.2f} ± {r.ci95:.2f}" if r.n > 1 else f"{r.mean:.2f}")
+    Console().print(table)
+# ---- end evaluate / experiment / study ------------------------------------------------------------------------
+
+
 def main() -> None:  # console-script entry point
     app()
 

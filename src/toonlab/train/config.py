@@ -1,0 +1,149 @@
+"""Run configuration: the YAML read by ``toonlab train CONFIG [a.b=c ...]``.
+
+A run config has three sections: ``model`` (``name`` + any field of that model's Config, strictly checked),
+``data`` (:class:`DataConfig`) and ``train`` (:class:`TrainConfig`). ``base: other.yaml`` (relative to the file)
+inherits another recipe: this file's keys deep-merge over it, recursively. Overrides (``train.max_steps=4``) are
+merged last. Unknown keys anywhere are errors naming the dotted key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from toonlab.config import from_dict, load_yaml, merge, parse_overrides, to_dict
+from toonlab.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how batches are cut from them."""
+
+    photos: str | None = None  # photo folder (any nesting), e.g. data/train_photo
+    cartoons: str | None = None  # cartoon folder, or (multi-style model) a root with one sub-folder per style
+    smooth: str | None = None  # prepared edge-smoothed cartoons (same relative names); null = computed on the fly
+    guided: str | None = None  # prepared self-guided-filtered cartoons; null = on the fly
+    gray: str | None = None  # prepared grayscale cartoons; null = on the fly
+    saliency: str | None = None  # prepared saliency maps of the photos; null = on the fly (MBD)
+    size: int | None = None  # crop size; null = the model's paper size (Model.default_size)
+    resize: int | None = None  # shorter side resized to this before cropping; null = to `size`; 0 = keep native
+    crop: Literal["random", "center"] = "random"
+    flip: bool = True  # random horizontal flip (same flip for a cartoon and its side inputs)
+    batch_size: int = 8  # per process (DDP: the global batch is batch_size × world size)
+    workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    val_photos: str | None = None  # photos translated into samples/; null = the first training photos
+    val_count: int = 4
+    guided_radius: int = 5  # on-the-fly guided cartoons: self-guided filter r and eps on [-1, 1] (PAPERS §2, eq 1)
+    guided_eps: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    """How to optimise; every interval counts training steps (one step = one batch through every Step of a phase)."""
+
+    run_dir: str = "runs/run"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only; ignored (with a warning) on CPU
+    grad_accum: int = 1  # micro-batches accumulated per optimiser step
+    ema: float | None = None  # decay of an EMA copy of the translator (e.g. 0.999); exported and sampled when set
+    max_steps: int | None = None  # stop after this many steps in total (does not change schedules: resumable)
+    phase_steps: dict[str, int] = field(default_factory=dict)  # steps of a phase instead of its epochs (tiny runs)
+    lr_decay: Literal["none", "linear"] = "none"  # linear decay to 0 over the tail of each phase (CycleGAN-style)
+    lr_decay_start: float = 0.5  # fraction of each phase after which the linear decay starts
+    log_every: int = 10
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    keep_last: int = 3  # training states / exports kept (plus best.safetensors)
+    best_metric: str = "G/loss"  # logged value whose interval mean picks best.safetensors (lower is better)
+    nan_strikes: int = 3  # non-finite losses (each skips its step) before the last good state is restored
+    max_restores: int = 3  # restores before training stops with an error
+    progress: bool = True  # rich progress bar (rank 0)
+    tensorboard: bool = True  # scalars + sample grids when tensorboard is installed
+    deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on GPU needs it)
+    sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN
+    ddp_find_unused: bool = False  # DDP find_unused_parameters, for models whose Steps leave parameters unused
+
+
+@dataclass
+class RunConfig:
+    """``model`` is a plain mapping (``name`` + the model's Config fields, resolved to full defaults)."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def model_name(self) -> str:
+        return self.model["name"]
+
+    def model_fields(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model.items() if k != "name"}
+
+
+def _load_with_bases(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain ({' -> '.join(p.name for p in (*seen, path))})")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a path string, got {base!r}")
+    return merge(_load_with_bases(path.parent / base, (*seen, path)), data)
+
+
+def resolve_run_config(data: Mapping, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Build a RunConfig from an already-merged mapping + overrides; the model section is checked against the
+    model's Config and completed with its defaults."""
+    from toonlab.models import get_model_class
+
+    data = merge(dict(data), parse_overrides(list(overrides)))
+    data.pop("base", None)
+    model_section = data.get("model")
+    if not isinstance(model_section, Mapping) or not isinstance(model_section.get("name"), str):
+        raise ConfigError("config: 'model.name' (a registered model name) is required")
+    cls = get_model_class(model_section["name"])
+    fields = {k: v for k, v in model_section.items() if k != "name"}
+    model_cfg = from_dict(cls.Config, fields, "model")
+    rest = {k: v for k, v in data.items() if k != "model"}
+    cfg = from_dict(RunConfig, rest)
+    cfg.model = {"name": model_section["name"], **to_dict(model_cfg)}
+    _check(cfg)
+    return cfg
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read ``path`` (following ``base:`` chains) and apply dotted ``overrides``; raises ConfigError on bad keys."""
+    data = _load_with_bases(Path(path)) if path is not None else {}
+    return resolve_run_config(data, overrides)
+
+
+def run_config_dict(cfg: RunConfig) -> dict:
+    """Plain YAML-safe dict of a resolved RunConfig (what is written to RUN_DIR/config.yaml)."""
+    return to_dict(cfg)
+
+
+def _check(cfg: RunConfig) -> None:
+    d, t = cfg.data, cfg.train
+    positive = {"data.batch_size": d.batch_size, "train.grad_accum": t.grad_accum, "train.log_every": t.log_every,
+                "train.sample_every": t.sample_every, "train.ckpt_every": t.ckpt_every,
+                "train.keep_last": t.keep_last, "train.nan_strikes": t.nan_strikes}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key}: must be >= 1, got {value}")
+    if d.workers < 0:
+        raise ConfigError(f"data.workers: must be >= 0, got {d.workers}")
+    if d.size is not None and d.size < 8:
+        raise ConfigError(f"data.size: must be >= 8, got {d.size}")
+    if t.ema is not None and not 0.0 <= t.ema < 1.0:
+        raise ConfigError(f"train.ema: decay must be in [0, 1), got {t.ema}")
+    if not 0.0 <= t.lr_decay_start <= 1.0:
+        raise ConfigError(f"train.lr_decay_start: must be in [0, 1], got {t.lr_decay_start}")
+    if t.max_steps is not None and t.max_steps < 0:
+        raise ConfigError(f"train.max_steps: must be >= 0, got {t.max_steps}")
+    for name, n in t.phase_steps.items():
+        if n < 0:
+            raise ConfigError(f"train.phase_steps.{name}: must be >= 0, got {n}")

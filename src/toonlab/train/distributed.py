@@ -1,0 +1,121 @@
+"""torchrun / DistributedDataParallel helpers.
+
+``torchrun --nproc_per_node N -m toonlab.cli train CONFIG`` (or ``toonlab train --nproc N CONFIG``) sets RANK /
+WORLD_SIZE / LOCAL_RANK; :func:`setup` then joins the process group (NCCL on CUDA, gloo on CPU). Each network is
+wrapped in its own DDP (never G and D as one module) *in place* in ``model.networks``, so ``training_step`` calls
+the wrappers unchanged; :func:`unwrapped` temporarily puts the bare modules back for saving and sampling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Rank / world size / local rank from torchrun's environment (single process when absent)."""
+    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def setup(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1."""
+    info = env_info()
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
+    return info
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_true(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on every rank (every rank must call it: ranks then take the same branch)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def has_batchnorm(net: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+
+
+def wrap_networks(networks: nn.ModuleDict, device: torch.device, sync_bn: bool = True,
+                  find_unused: bool = False) -> None:
+    """Replace each trainable network in ``networks`` by its own DDP wrapper (SyncBatchNorm where it has BN)."""
+    for name in list(networks.keys()):
+        net = networks[name]
+        if not any(True for _ in net.parameters()):
+            continue
+        if sync_bn and has_batchnorm(net):
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        for p in net.parameters():  # DDP registers its hooks on parameters that require grad at wrap time
+            p.requires_grad_(True)
+        ids = [device.index] if device.type == "cuda" else None
+        networks[name] = DDP(net, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def bare(net: nn.Module) -> nn.Module:
+    return net.module if isinstance(net, DDP) else net
+
+
+@contextlib.contextmanager
+def unwrapped(networks: nn.ModuleDict):
+    """Within the block, ``networks`` holds the bare modules (for ``translator()``, state dicts, sampling)."""
+    wrapped = {k: v for k, v in networks.items() if isinstance(v, DDP)}
+    for k, v in wrapped.items():
+        networks[k] = v.module
+    try:
+        yield networks
+    finally:
+        for k, v in wrapped.items():
+            networks[k] = v
+
+
+def no_sync(nets: list[nn.Module]):
+    """Skip DDP's gradient all-reduce for these networks (all but the last micro-batch of an accumulation)."""
+    stack = contextlib.ExitStack()
+    for net in nets:
+        if isinstance(net, DDP):
+            stack.enter_context(net.no_sync())
+    return stack
+
+
+def launch(nproc: int, args: list[str]) -> int:
+    """Re-run ``toonlab train ARGS`` under torchrun with ``nproc`` local processes; returns its exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "toonlab.cli", "train", *args]
+    return subprocess.call(cmd)

@@ -1,0 +1,531 @@
+"""The one training loop for every registered model (DESIGN.md: the model says what to compute, the trainer how
+to optimise).
+
+One *step* = one batch (``grad_accum`` micro-batches) through every ``Step`` of the current phase, in order: the
+Step's networks get gradients (all others are frozen), ``training_step`` gives ``losses["loss"]``, backward, an
+Adam update (betas and lr from the Step, optional linear decay), ``model.after_optimizer_step``. Phases last
+``epochs`` passes over the photo set (or ``train.phase_steps``); an optimiser per Step is created when its phase
+begins. Non-finite losses skip their Step; after ``nan_strikes`` of them the last good weights and optimiser
+states are restored. Rank 0 writes the run dir: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``samples/``,
+``checkpoints/`` (``export-XXXXXXX.safetensors``, ``state-XXXXXXX.safetensors``, ``latest.safetensors``,
+``best.safetensors``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from toonlab.checkpoint import atomic_write, save_export, strip_prefixes
+from toonlab.errors import ToonlabError, UsageError
+from toonlab.models.base import Model, Phase, Step
+from toonlab.train import distributed as D
+from toonlab.train.checkpoint import load_state, read_init_weights, rng_state, save_state, set_rng_state
+from toonlab.train.config import RunConfig, load_run_config, resolve_run_config, run_config_dict
+from toonlab.train.logging import RunLogger
+
+STATE_GLOB = "state-*.safetensors"
+EXPORT_GLOB = "export-*.safetensors"
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; ``cuda`` → ``cuda:LOCAL_RANK``."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cuda":
+        spec = f"cuda:{local_rank}"
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"train.device: {spec!r} is not a device (auto | cpu | cuda | cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"train.device: {spec!r} requested but CUDA is not available")
+    return device
+
+
+@dataclass(frozen=True)
+class PhaseSpan:
+    phase: Phase
+    start: int  # first global step of the phase
+    length: int  # steps in the phase
+
+
+def plan_phases(phases: tuple[Phase, ...], steps_per_epoch: int, phase_steps: dict[str, int]) -> list[PhaseSpan]:
+    """Global step ranges of the phases: ``epochs × steps_per_epoch`` or ``phase_steps[name]``."""
+    unknown = sorted(set(phase_steps) - {p.name for p in phases})
+    if unknown:
+        raise UsageError(f"train.phase_steps: unknown phase {unknown[0]!r} (phases: {[p.name for p in phases]})")
+    spans, start = [], 0
+    for p in phases:
+        length = phase_steps.get(p.name, p.epochs * steps_per_epoch)
+        if length > 0:
+            spans.append(PhaseSpan(p, start, length))
+            start += length
+    return spans
+
+
+def lr_factor(i: int, n: int, mode: str, start_fraction: float) -> float:
+    """Multiplier of a Step's lr at step ``i`` of an ``n``-step phase: 1, then (linear) down to 1/(n−start)."""
+    if mode == "none":
+        return 1.0
+    start = int(n * start_fraction)
+    return 1.0 if i < start else (n - i) / max(1, n - start)
+
+
+class _EMAExport:
+    """What ``save_export`` needs (name, config, styles, translator) with the EMA translator's weights."""
+
+    def __init__(self, model: Model, ema: nn.Module):
+        self.name, self.styles, self._ema = model.name, model.styles, ema
+        self.config_dict = model.config_dict
+
+    def translator(self) -> nn.Module:
+        return self._ema
+
+
+class Trainer:
+    """``Trainer(cfg).fit()``; ``resume=True`` continues the run in ``cfg.train.run_dir`` exactly;
+    ``init_from`` loads weights (export or training state) into a new run."""
+
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, init_from: str | Path | None = None):
+        from toonlab.data.datasets import UnpairedDataset, discover
+        from toonlab.models import build_model
+
+        self.cfg = cfg
+        t, d = cfg.train, cfg.data
+        info = D.env_info()
+        self.device = resolve_device(t.device, info.local_rank)
+        self.dist = D.setup(self.device)
+        self.run_dir = Path(t.run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.amp = t.amp
+        if t.amp != "none" and self.device.type != "cuda":
+            print(f"warning: train.amp={t.amp} needs CUDA; training in fp32 on {self.device}", file=sys.stderr)
+            self.amp = "none"
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+
+        _seed_all(t.seed)
+        self.model: Model = build_model(cfg.model_name, cfg.model_fields())
+        if self.dist.rank:  # same initial weights on every rank (DDP also broadcasts), own randomness after
+            _seed_all(t.seed + 1000 * self.dist.rank)
+        self.size = d.size or self.model.default_size
+        if self.size % self.model.size_multiple:
+            raise UsageError(f"data.size: {self.size} is not a multiple of {self.model.size_multiple} "
+                             f"(required by model {self.model.name!r})")
+
+        self.sources = discover(d, self.model.requires, self.model.styles)
+        self.dataset = UnpairedDataset(self.sources, self.model.requires, self.size, resize=d.resize, crop=d.crop,
+                                       flip=d.flip, seed=t.seed, guided_radius=d.guided_radius,
+                                       guided_eps=d.guided_eps)
+        self.images_per_step = d.batch_size * self.dist.world * t.grad_accum
+        self.steps_per_epoch = max(1, math.ceil(len(self.sources.photos) / self.images_per_step))
+        self.spans = plan_phases(self.model.phases(), self.steps_per_epoch, t.phase_steps)
+        self.total_steps = self.spans[-1].start + self.spans[-1].length if self.spans else 0
+        self.stop_step = self.total_steps if t.max_steps is None else min(self.total_steps, t.max_steps)
+
+        # counters (all part of the training state)
+        self.step = 0
+        self.position = 0  # global sample-stream position (sampler state)
+        self.epoch = 0
+        self.skipped_images = 0
+        self.strikes = 0
+        self.restores = 0
+        self.best: float | None = None
+        self.window: dict[str, list[float]] = {}  # best_metric values since the last checkpoint
+        self.phase_name: str | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        self.ema: nn.Module | None = None
+
+        state = None
+        if resume:
+            state = load_state(self._latest_state())
+            self._load_networks(state["networks"])
+        elif init_from is not None:
+            self._init_from(init_from)
+        self.model.to(self.device)
+        if self.dist.enabled:
+            D.wrap_networks(self.model.networks, self.device, t.sync_bn, t.ddp_find_unused)
+        if t.ema is not None:
+            with D.unwrapped(self.model.networks):
+                live = self.model.translator()
+                self.ema = copy.deepcopy(live).eval().requires_grad_(False)
+                self._ema_pairs = list(zip(self.ema.parameters(), live.parameters()))
+                self._ema_buffers = list(zip(self.ema.buffers(), live.buffers()))
+        if state is not None:
+            self._load_state(state)
+        elif self.dist.is_main:
+            self._start_run_dir()
+        D.barrier()
+
+    # -- run dir / resume ---------------------------------------------------------------------------------
+    def _latest_state(self) -> Path:
+        states = sorted(self.ckpt_dir.glob(STATE_GLOB))
+        if not states:
+            raise UsageError(f"--resume: no training state ({STATE_GLOB}) in {self.ckpt_dir}")
+        return states[-1]
+
+    def _start_run_dir(self) -> None:
+        if any(self.ckpt_dir.glob(STATE_GLOB)):
+            raise UsageError(f"train.run_dir: {self.run_dir} already holds a run; use --resume {self.run_dir} "
+                             f"or another train.run_dir")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(run_config_dict(self.cfg), sort_keys=False)
+        atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        env = {"git_commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
+               "device": str(self.device), "cuda": torch.version.cuda, "world_size": self.dist.world,
+               "host": platform.node(), "argv": sys.argv}
+        if self.device.type == "cuda":
+            env["gpu"] = torch.cuda.get_device_name(self.device)
+        atomic_write(self.run_dir / "env.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=1)))
+
+    def _load_networks(self, nets: dict) -> None:
+        missing = sorted(set(self.model.networks) - set(nets))
+        if missing:
+            raise ToonlabError(f"checkpoint has no weights for network(s) {missing} of model {self.model.name!r}")
+        for name, net in self.model.networks.items():
+            try:
+                D.bare(net).load_state_dict(nets[name], strict=True)
+            except RuntimeError as e:
+                raise ToonlabError(f"checkpoint weights of {name!r} do not match model {self.model.name!r} "
+                                   f"({str(e).splitlines()[0]})") from None
+
+    def _init_from(self, path: str | Path) -> None:
+        weights = read_init_weights(path)
+        if "networks" in weights:
+            self._load_networks(weights["networks"])
+            return
+        if weights["model"] != self.model.name:
+            raise UsageError(f"--init-from {path}: an export of model {weights['model']!r}, not {self.model.name!r}")
+        try:
+            self.model.translator().load_state_dict(weights["translator"], strict=True)
+        except RuntimeError as e:
+            raise ToonlabError(f"{path}: weights do not match this {self.model.name!r} config "
+                               f"({str(e).splitlines()[0]})") from None
+
+    def _state(self) -> dict:
+        rngs = [rng_state()]
+        if self.dist.enabled:
+            rngs = [None] * self.dist.world
+            torch.distributed.all_gather_object(rngs, rng_state())
+        with D.unwrapped(self.model.networks):
+            nets = {k: strip_prefixes(v.state_dict()) for k, v in self.model.networks.items()}
+        return {
+            "step": self.step, "position": self.position, "epoch": self.epoch, "phase": self.phase_name,
+            "skipped_images": self.skipped_images, "strikes": self.strikes, "restores": self.restores,
+            "best": self.best, "window": self.window, "networks": nets,
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rngs, "world": self.dist.world,
+        }
+
+    def _load_state(self, s: dict) -> None:
+        self.step, self.position, self.epoch = s["step"], s["position"], s["epoch"]
+        self.skipped_images, self.strikes, self.restores = s["skipped_images"], s["strikes"], s["restores"]
+        self.best, self.window = s["best"], s["window"]
+        if s["phase"] is not None:
+            self._enter_phase(next(sp.phase for sp in self.spans if sp.phase.name == s["phase"]))
+            for k, o in self.optimizers.items():
+                o.load_state_dict(s["optimizers"][k])
+            for k, sc in self.scalers.items():
+                sc.load_state_dict(s["scalers"][k])
+        if self.ema is not None and s["ema"] is not None:
+            self.ema.load_state_dict(s["ema"])
+        rngs = s["rng"]
+        set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world else rngs[0])
+
+    # -- phases / optimisers ------------------------------------------------------------------------------
+    def _span_at(self, step: int) -> PhaseSpan:
+        for sp in self.spans:
+            if sp.start <= step < sp.start + sp.length:
+                return sp
+        raise IndexError(step)
+
+    def _params(self, step: Step) -> list[nn.Parameter]:
+        unknown = [n for n in step.networks if n not in self.model.networks]
+        if unknown:
+            raise ToonlabError(f"model {self.model.name!r}: Step {step.name!r} names unknown network(s) {unknown}")
+        return [p for n in step.networks for p in self.model.networks[n].parameters()]
+
+    def _enter_phase(self, phase: Phase) -> None:
+        """Fresh Adam (and fp16 scaler) per Step of the phase; earlier phases' optimisers are dropped."""
+        self.phase_name = phase.name
+        self.optimizers, self.scalers = {}, {}
+        for st in phase.steps:
+            key = f"{phase.name}.{st.name}"
+            self.optimizers[key] = torch.optim.Adam(self._params(st), lr=st.lr, betas=tuple(st.betas))
+            if self.amp == "fp16":
+                self.scalers[key] = torch.amp.GradScaler("cuda")
+
+    def _toggle(self, step: Step) -> None:
+        for name, net in self.model.networks.items():
+            net.requires_grad_(name in step.networks)
+
+    # -- snapshots for NaN recovery -----------------------------------------------------------------------
+    def _snapshot(self) -> dict:
+        with D.unwrapped(self.model.networks):
+            nets = {k: {n: t.detach().clone() for n, t in v.state_dict().items()}
+                    for k, v in self.model.networks.items()}
+        return {"networks": nets, "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in self.optimizers.items()},
+                "phase": self.phase_name}
+
+    def _restore(self, snap: dict) -> None:
+        with D.unwrapped(self.model.networks):
+            for k, v in self.model.networks.items():
+                v.load_state_dict(snap["networks"][k])
+        if snap["phase"] == self.phase_name:
+            for k, o in self.optimizers.items():
+                o.load_state_dict(snap["optimizers"][k])
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        """Train until ``stop_step``; returns {"step", "run_dir", "export", "state"}."""
+        from toonlab.data.datasets import StreamSampler, make_loader
+
+        t, d = self.cfg.train, self.cfg.data
+        sampler = StreamSampler(len(self.sources.photos), len(self.sources.cartoons), t.seed, self.position,
+                                self.dist.rank, self.dist.world)
+        loader = make_loader(self.dataset, sampler, d.batch_size, d.workers, self.device.type == "cuda")
+        self.logger = RunLogger(self.run_dir, self.stop_step, self.step, enabled=self.dist.is_main,
+                                progress=t.progress, tensorboard=t.tensorboard)
+        self.val = self._val_images() if self.dist.is_main else None
+        self.model.train()
+        good = self._snapshot()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        last_log = time.perf_counter()
+        steps_since_log = 0
+        epoch_told = None  # set_epoch is (re)called at the start of every fit, so resumed models get it too
+        try:
+            it = iter(loader)
+            while self.step < self.stop_step:
+                span = self._span_at(self.step)
+                if span.phase.name != self.phase_name:
+                    self._enter_phase(span.phase)
+                    good = self._snapshot()
+                self.epoch = self.position // len(self.sources.photos)
+                if self.epoch != epoch_told and hasattr(self.model, "set_epoch"):
+                    self.model.set_epoch(self.epoch)
+                epoch_told = self.epoch
+                micro = [self._to_device(next(it)) for _ in range(t.grad_accum)]
+                self.position += self.images_per_step
+                logs = self._train_step(span, micro)
+                if self.strikes >= t.nan_strikes:
+                    self.restores += 1
+                    if self.restores > t.max_restores:
+                        raise ToonlabError(f"training diverged: non-finite losses persisted after "
+                                           f"{t.max_restores} restores (step {self.step})")
+                    self._restore(good)
+                    self.strikes = 0
+                    self.logger.log({"step": self.step, "event": "restored_last_good_state"})
+                self.step += 1
+                steps_since_log += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
+                if t.best_metric in logs:
+                    self.window.setdefault(t.best_metric, []).append(logs[t.best_metric])
+                self.logger.progress(self.step, span.phase.name, logs)
+                last = self.step == self.stop_step
+                if self.step % t.log_every == 0 or last:
+                    now = time.perf_counter()
+                    rec = {"step": self.step, "epoch": self.epoch, "phase": span.phase.name,
+                           **{k: sums[k] / counts[k] for k in sums},
+                           **{f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()},
+                           "images_per_s": steps_since_log * self.images_per_step / max(now - last_log, 1e-9),
+                           "skipped_images": self.skipped_images, "restores": self.restores}
+                    self.logger.log(rec)
+                    sums, counts, steps_since_log, last_log = {}, {}, 0, now
+                if self.step % t.sample_every == 0 or last:
+                    self._sample()
+                if self.step % t.ckpt_every == 0 or last:
+                    self._checkpoint()
+                    good = self._snapshot()
+        finally:
+            self.logger.close()
+        latest = sorted(self.ckpt_dir.glob(STATE_GLOB))
+        return {"step": self.step, "run_dir": str(self.run_dir),
+                "export": str(self.ckpt_dir / "latest.safetensors"), "state": str(latest[-1]) if latest else None}
+
+    def _to_device(self, batch: dict) -> dict:
+        self.skipped_images += int(batch.pop("_skipped").sum())
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+
+    def _autocast(self):
+        if self.amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def _train_step(self, span: PhaseSpan, micro: list[dict]) -> dict[str, float]:
+        """Every Step of the phase on the same micro-batches; returns the logged scalars ``"<Step>/<loss>"``."""
+        t = self.cfg.train
+        logs: dict[str, float] = {}
+        for st in span.phase.steps:
+            key = f"{span.phase.name}.{st.name}"
+            opt, scaler = self.optimizers[key], self.scalers.get(key)
+            for g in opt.param_groups:
+                g["lr"] = st.lr * lr_factor(self.step - span.start, span.length, t.lr_decay, t.lr_decay_start)
+            self._toggle(st)
+            opt.zero_grad(set_to_none=True)
+            nets = [self.model.networks[n] for n in st.networks]
+            finite = True
+            step_logs: dict[str, float] = {}
+            for i, batch in enumerate(micro):
+                sync = contextlib.nullcontext() if i == len(micro) - 1 else D.no_sync(nets)
+                with sync:
+                    with self._autocast():
+                        losses = self.model.training_step(st.name, batch)
+                    loss = losses["loss"]
+                    finite = D.all_true(bool(torch.isfinite(loss.detach()).all()), self.device)
+                    if not finite:
+                        break
+                    loss = loss.float() / len(micro)
+                    (scaler.scale(loss) if scaler is not None else loss).backward()
+                for k, v in losses.items():
+                    step_logs[f"{st.name}/{k}"] = step_logs.get(f"{st.name}/{k}", 0.0) + float(v.detach()) / len(micro)
+            if not finite:
+                opt.zero_grad(set_to_none=True)
+                self.strikes += 1
+                self.logger.log({"step": self.step, "event": "non_finite_loss", "step_name": st.name})
+                continue
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            self.model.after_optimizer_step(st.name)
+            logs.update(step_logs)
+        if self.ema is not None:
+            self._ema_update(t.ema)
+        return logs
+
+    @torch.no_grad()
+    def _ema_update(self, decay: float) -> None:
+        for e, p in self._ema_pairs:
+            e.lerp_(p.detach(), 1.0 - decay)
+        for e, b in self._ema_buffers:
+            e.copy_(b)
+
+    # -- samples / checkpoints (rank 0) -------------------------------------------------------------------
+    def _val_images(self) -> torch.Tensor:
+        from toonlab.data.datasets import _images, load_val_photos
+
+        d = self.cfg.data
+        if d.val_photos:
+            if not Path(d.val_photos).is_dir():
+                raise UsageError(f"data.val_photos: {d.val_photos} is not a folder")
+            paths = _images(Path(d.val_photos))
+        else:  # the model's input domain: photos, or cartoons for a cartoon → photo model
+            paths = self.sources.cartoons if self.model.direction == "cartoon2photo" else self.sources.photos
+        return load_val_photos(paths[: d.val_count], self.size, self.model.size_multiple)
+
+    def _translator(self) -> nn.Module:
+        return self.ema if self.ema is not None else self.model.translator()
+
+    @torch.no_grad()
+    def _sample(self) -> None:
+        if not self.dist.is_main or self.val is None or len(self.val) == 0:
+            return
+        from toonlab.io import write_image
+
+        with D.unwrapped(self.model.networks):
+            tr = self._translator()
+            was_training = tr.training
+            tr.eval()
+            x = (self.val * 2 - 1).to(self.device)
+            if self.model.styles:
+                outs = [tr(x, torch.full((len(x),), s, dtype=torch.long, device=self.device))
+                        for s in range(len(self.model.styles))]
+            else:
+                outs = [tr(x)]
+            tr.train(was_training)
+        cols = [self.val.to(self.device)] + [((o.float() + 1) / 2).clamp(0, 1) for o in outs]
+        grid = torch.cat([torch.cat(list(c), dim=1) for c in cols], dim=2).cpu()  # rows = images, cols = in|out…
+        write_image(self.run_dir / "samples" / f"step-{self.step:06d}.png", grid, overwrite=True)
+        self.logger.image("samples", grid, self.step)
+
+    def _checkpoint(self) -> None:
+        state = self._state()  # collective under DDP: every rank calls it
+        if not self.dist.is_main:
+            return
+        t = self.cfg.train
+        extra = {"step": self.step, "epoch": self.epoch, "phase": self.phase_name}
+        export = self.ckpt_dir / f"export-{self.step:07d}.safetensors"
+        with D.unwrapped(self.model.networks):
+            src = _EMAExport(self.model, self.ema) if self.ema is not None else self.model
+            save_export(src, export, extra=extra)
+        save_state(self.ckpt_dir / f"state-{self.step:07d}.safetensors", state)
+        _copy_atomic(export, self.ckpt_dir / "latest.safetensors")
+        values = self.window.get(t.best_metric, [])
+        if values:
+            value = float(np.mean(values))
+            if math.isfinite(value) and (self.best is None or value < self.best):
+                self.best = value
+                _copy_atomic(export, self.ckpt_dir / "best.safetensors")
+        self.window = {}
+        for pattern in (STATE_GLOB, EXPORT_GLOB):
+            for old in sorted(self.ckpt_dir.glob(pattern))[: -t.keep_last]:
+                old.unlink(missing_ok=True)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
+          resume: str | Path | None = None, init_from: str | Path | None = None) -> dict:
+    """Library entry of ``toonlab train``: a new run from ``config`` (+ overrides), or ``resume`` a run dir
+    (its ``config.yaml`` + overrides such as ``train.max_steps=...``)."""
+    from toonlab.config import load_yaml
+
+    if resume is not None:
+        if init_from is not None or config is not None:
+            raise UsageError("--resume RUN_DIR takes its config from the run dir: give no CONFIG and no --init-from")
+        run_dir = Path(resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"--resume: {run_dir} is not a run dir (no config.yaml)")
+        cfg = resolve_run_config(load_yaml(run_dir / "config.yaml"), list(overrides))
+        cfg.train.run_dir = str(run_dir)
+    else:
+        if config is None:
+            raise UsageError("give a CONFIG file (or --resume RUN_DIR)")
+        cfg = load_run_config(config, list(overrides))
+    trainer = Trainer(cfg, resume=resume is not None, init_from=init_from)
+    try:
+        return trainer.fit()
+    finally:
+        D.teardown()
