@@ -207,7 +207,7 @@ def resolve_fid_weights(weights: str | Path | None = None, *, download: bool = T
     target = folder / FID_WEIGHTS_FILE
     if target.is_file():
         return target
-    hint = (f"FID needs the Inception weights {FID_WEIGHTS_FILE}: download {FID_WEIGHTS_URL} into {folder}/ "
+    hint = (f"the FID Inception weights {FID_WEIGHTS_FILE} are missing: download {FID_WEIGHTS_URL} into {folder}/ "
             f"(or pass its path)")
     if not download or os.environ.get("TOONLAB_OFFLINE") == "1":
         raise MissingWeightsError(hint)
