@@ -95,6 +95,105 @@ def prepare_frames(videos: list[str] = typer.Argument(..., help="Video files or 
                       skip_end=skip_end, size=size, crop=crop, seed=seed, hash_threshold=hash_threshold,
                       quality=QualityThresholds(min_luma, min_std, min_sharpness), ext=ext, threads=threads)
     raise typer.Exit(report(extract_frames(videos, out, cfg, workers=workers, overwrite=overwrite), "frames"))
+
+
+@prepare_app.command("photos")
+def prepare_photos(src: str = typer.Argument(..., help="Photo folder (any nesting)."),
+                   out: str = typer.Option(..., "--out", "-o", help="Output folder."),
+                   size: int = typer.Option(256, help="Output side; 0 keeps the size."),
+                   crop: str = typer.Option("center", help="center | random | none."),
+                   seed: int = typer.Option(0, help="Seed of random crops."),
+                   min_luma: float = typer.Option(30.0, help="Drop darker photos (mean luma, 0–255)."),
+                   min_std: float = typer.Option(12.0, help="Drop flatter photos (luma std)."),
+                   min_sharpness: float = typer.Option(20.0, help="Drop blurrier photos (Laplacian var)."),
+                   hash_threshold: int = typer.Option(6, help="pHash bits ≤ this = duplicate; -1 keeps all."),
+                   ext: str = typer.Option(None, help="Output suffix (default: the input's)."),
+                   workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
+    """Resize/crop, filter and dedupe a photo folder (EXIF orientation applied; unreadable files reported)."""
+    from toonlab.data.prepare.common import report
+    from toonlab.data.prepare.filters import QualityThresholds
+    from toonlab.data.prepare.images import PhotoConfig
+    from toonlab.data.prepare.images import prepare_photos as run
+
+    cfg = PhotoConfig(size=size, crop=crop, seed=seed, hash_threshold=hash_threshold, ext=ext,
+                      quality=QualityThresholds(min_luma, min_std, min_sharpness))
+    raise typer.Exit(report(run(src, out, cfg, workers=workers, overwrite=overwrite), "photos"))
+
+
+def _map(op: str, src: str, out: str, params: dict, workers: int, overwrite: bool, ext: str | None = None):
+    from toonlab.data.prepare.common import report
+    from toonlab.data.prepare.images import map_folder
+
+    summary = map_folder(src, out, op, params, ext=ext, workers=workers, overwrite=overwrite)
+    raise typer.Exit(report(summary, op))
+
+
+_SRC = typer.Argument(..., help="Input image folder (any nesting).")
+_OUT = typer.Option(..., "--out", "-o", help="Output folder (same relative names).")
+
+
+@prepare_app.command("smooth")
+def prepare_smooth(src: str = _SRC, out: str = _OUT, workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
+    """CartoonGAN edge smoothing of cartoons (cartoongan / animegan / salcbam)."""
+    _map("smooth", src, out, {}, workers, overwrite)
+
+
+@prepare_app.command("guided")
+def prepare_guided(src: str = _SRC, out: str = _OUT,
+                   radius: int = typer.Option(5, "--radius", "-r", help="Guided-filter window radius."),
+                   eps: float = typer.Option(0.2, help="Regularisation, on [-1,1] images."),
+                   workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
+    """Self-guided-filter edge processing of cartoons (multistyle; seed 000 eq. 1)."""
+    _map("guided", src, out, {"r": radius, "eps": eps}, workers, overwrite)
+
+
+@prepare_app.command("gray")
+def prepare_gray(src: str = _SRC, out: str = _OUT, workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
+    """Grayscale cartoons as 3-channel images (animegan)."""
+    _map("gray", src, out, {}, workers, overwrite)
+
+
+@prepare_app.command("saliency")
+def prepare_saliency(src: str = _SRC, out: str = _OUT,
+                     max_side: int = typer.Option(300, help="Working resolution (long side)."),
+                     passes: int = typer.Option(3, help="FastMBD raster-scan passes."),
+                     boundary_contrast: bool = typer.Option(True, help="Add the boundary contrast map."),
+                     smoothing: bool = typer.Option(True, help="Morphological smoothing."),
+                     centre_bias: bool = typer.Option(True, help="Centre bias."),
+                     contrast: bool = typer.Option(True, help="Sigmoid contrast enhancement."),
+                     workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
+    """MBD saliency maps (8-bit PNG, same relative names) for salcbam."""
+    params = {"max_side": max_side, "passes": passes, "boundary_contrast": boundary_contrast,
+              "smoothing": smoothing, "centre_bias": centre_bias, "contrast": contrast}
+    _map("saliency", src, out, params, workers, overwrite)
+
+
+@prepare_app.command("split")
+def prepare_split(src: str = _SRC,
+                  out: str = typer.Option(None, "--out", "-o", help="Output folder (default: lists in SRC)."),
+                  test: float = typer.Option(0.1, "--test", help="Fraction of files in the test split."),
+                  seed: int = typer.Option(0, "--seed"),
+                  mode: str = typer.Option("list", help="list (train.txt/test.txt) | link | copy into OUT."),
+                  overwrite: bool = _OVERWRITE):
+    """Deterministic train/test split by hashed file name (adding files never reshuffles the others)."""
+    from toonlab.data.prepare.split import split_dataset
+
+    s = split_dataset(src, out, test=test, seed=seed, mode=mode, overwrite=overwrite)
+    typer.echo(f"split: train {s.extra['train']}, test {s.extra['test']} ({s.done} files placed, "
+               f"{s.skipped} already present)")
+
+
+@prepare_app.command("check")
+def prepare_check(src: str = typer.Argument(..., help="Dataset folder."),
+                  size: int = typer.Option(None, help="Every image must be SIZE×SIZE."),
+                  hash_threshold: int = typer.Option(4, help="Near duplicates: pHash bits ≤ this; -1 off."),
+                  workers: int = _WORKERS):
+    """Counts, formats, sizes, corrupt files, duplicates; exit 1 when something is wrong."""
+    from toonlab.data.prepare.check import check_dataset, print_report
+
+    rep = check_dataset(src, size=size, hash_threshold=hash_threshold, workers=workers)
+    print_report(rep)
+    raise typer.Exit(0 if rep.ok else 1)
 # ---- end prepare ----------------------------------------------------------------------------------------------
 
 

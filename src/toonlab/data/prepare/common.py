@@ -59,12 +59,14 @@ def _init_worker() -> None:
         pass
 
 
-def run_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, progress: bool = True, desc: str = "") -> list:
+def run_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, progress: bool = True, desc: str = "",
+             on_result: Callable | None = None) -> list:
     """Run ``fn`` over ``jobs`` (in ``workers`` processes when > 1), showing a rich progress bar.
 
     Returns the results in job order; a job that raised ToonlabError/OSError/ValueError/cv2.error yields a
     ``JobFailure`` instead. ``fn`` must be a module-level function (picklable) and should write its own output
-    atomically, so an interrupted pool leaves only complete files behind.
+    atomically, so an interrupted pool leaves only complete files behind. ``on_result(result)`` is called in
+    this process as each result arrives, in job order (to record progress before the pool finishes).
     """
     safe = _Safe(fn)
     results: list = []
@@ -76,12 +78,16 @@ def run_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, progress: bool =
         if workers <= 1 or len(jobs) == 1:
             for job in jobs:
                 results.append(safe(job))
+                if on_result is not None:
+                    on_result(results[-1])
                 bar.advance(task)
         else:
             ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
             with ctx.Pool(min(workers, len(jobs)), initializer=_init_worker) as pool:
                 for r in pool.imap(safe, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))):
                     results.append(r)
+                    if on_result is not None:
+                        on_result(r)
                     bar.advance(task)
     return results
 
@@ -139,7 +145,8 @@ def report(summary: PrepareSummary, what: str) -> int:
     out, err = Console(), Console(stderr=True)
     extra = "".join(f", {k} {v}" for k, v in summary.extra.items())
     out.print(f"{what}: {summary.done} written, {summary.skipped} already present{extra}, "
-              f"{len(summary.failed)} failed")
+              f"{len(summary.failed)} failed", soft_wrap=True, highlight=False)
     for item, message in summary.failed:
-        err.print(f"failed: {item}: {message}", markup=False, highlight=False)
+        line = message if Path(item).name in message else f"{item}: {message}"  # most errors name the file
+        err.print(f"failed: {line}", markup=False, highlight=False, soft_wrap=True)
     return 1 if summary.failed else 0
