@@ -134,3 +134,41 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class PadConvNormLReLU(nn.Sequential):
+    """AnimeGANv2 conv unit: explicit reflect pad → conv (no bias by default) → LN (``GroupNorm(1, C)``) → lReLU.
+
+    Children ``0`` pad, ``1`` conv, ``2`` norm, ``3`` act — the key layout of bryandlee/animegan2-pytorch's
+    ``ConvNormLReLU``, so its released weights load. ``pad`` is an int or (left, right, top, bottom); AnimeGANv2's
+    stride-2 convs pad only right/bottom by 1: ``pad=(0, 1, 0, 1)``. (B,Cin,H,W) → (B,Cout,H',W')."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1, pad: int | tuple[int, int, int, int] = 1,
+                 groups: int = 1, bias: bool = False):
+        super().__init__(
+            nn.ReflectionPad2d(pad),
+            nn.Conv2d(cin, cout, k, stride, padding=0, groups=groups, bias=bias),
+            LayerNorm2d(cout),
+            nn.LeakyReLU(0.2, inplace=True),
+        )
+
+
+class InvertedResBlock(nn.Module):
+    """MobileNetV2-style block of AnimeGANv2: c1 expand (×``expansion``) → depthwise c3 (with bias) → c1 project
+    → LN, plus the input when cin == cout. Child ``layers`` as in animegan2-pytorch. (B,Cin,H,W) → (B,Cout,H,W)."""
+
+    def __init__(self, cin: int, cout: int, expansion: float = 2.0):
+        super().__init__()
+        mid = int(round(cin * expansion))
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(PadConvNormLReLU(cin, mid, k=1, pad=0))
+        layers += [PadConvNormLReLU(mid, mid, groups=mid, bias=True),
+                   nn.Conv2d(mid, cout, 1, bias=False),
+                   LayerNorm2d(cout)]
+        self.residual = cin == cout
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(x)
+        return x + out if self.residual else out

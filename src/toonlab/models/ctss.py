@@ -1,0 +1,349 @@
+"""CTSS — cartoon-texture-saliency-sampler GAN (Gao, Zhang & Tian, ICML 2022; PAPERS.md §1, seed 001).
+
+Photo → cartoon with two adversarial branches: an image-level discriminator D_img on whole images and a
+patch-level discriminator D_patch on the K most edge-salient grayscale patches that the CTSS sampler picks from
+each mini-batch of real cartoons C and of generated images S = G(P).
+
+Symbols (paper → code): G → ``networks["G"]``; D_img → ``networks["D_img"]``; D_patch → ``networks["D_patch"]``;
+CTSS (Fig. 2b, eqs 1–6) → :func:`ctss_sample`; eqs 7–17 → ``training_step``; λ_* → ``CTSSConfig.lambda_*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from toonlab import losses, ops
+from toonlab.models.base import Model, Phase, Step, register
+from toonlab.nn.blocks import (
+    ConvNormAct,
+    InvertedResBlock,
+    PadConvNormLReLU,
+    UpConv,
+    apply_spectral_norm,
+    init_normal,
+)
+from toonlab.nn.vgg import shared_vgg
+
+# --------------------------------------------------------------------------------------------------------------
+# CTSS sampler (paper §III-B, eqs 1–6; PAPERS.md §1 steps 1–7)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def ctss_patch_scores(images: torch.Tensor, size: int, stride: int, gf_radius: int = 5, gf_eps: float = 0.2,
+                      d: float = 0.2, n: float = 2.0, normalize: Literal["batch", "image"] = "batch") -> torch.Tensor:
+    """Edge intensity t_i (eq 5) of every sliding window of a mini-batch: (N,3,H,W) [-1,1] → (M,) with
+    M = N·(⌊(H−l)/s⌋+1)·(⌊(W−l)/s⌋+1), ordered image, window row, window column.
+
+    c̃ = F_gf(c, c) (eq 1, self-guided filter r, eps) → e = min-max Σ_k |c̃ ⊗ F_k| (eq 2, over the whole batch by
+    default, as the authors) → ẽ = 1 − 1/(1 + (e/d)^n) (eq 3) → t_i = Σ_{m,n} ẽ_i (eq 5). No gradients: the
+    scores only choose patches."""
+    smooth = ops.self_guided_filter(images.detach(), gf_radius, gf_eps)
+    edges = ops.high_pass(ops.ctss_edge_map(smooth, normalize), d, n)
+    return ops.patch_scores(edges, size, stride)
+
+
+def patches_to_gray(patches: torch.Tensor) -> torch.Tensor:
+    """Step 7: (K,3,l,l) → (K,1,l,l) in [-1,1]: R+G+B, per-patch min-max to [0,1] (authors' code), then ×2−1
+    so D_patch sees the same [-1,1] range as every other network input. A flat patch maps to −1.
+    Differentiable (gradients flow back to G through the generated patches)."""
+    g = patches.sum(1, keepdim=True)
+    lo = g.amin(dim=(2, 3), keepdim=True)
+    hi = g.amax(dim=(2, 3), keepdim=True)
+    return (g - lo) / (hi - lo).clamp_min(1e-6) * 2.0 - 1.0
+
+
+def ctss_sample(images: torch.Tensor, k: int, size: int, stride: int, select: Literal["ctss", "all"] = "ctss",
+                **score_kw) -> torch.Tensor:
+    """The CTSS sampler: (N,3,H,W) [-1,1] → (K',1,l,l) grayscale patches in [-1,1], most edge-salient first.
+
+    ``select="ctss"``: top-K over the whole mini-batch by eq 5 (eq 6); K' = min(K, M). ``"all"``: all M patches
+    (the "W/O CTSS" ablation). The patch size ``l`` is clamped to min(l, H, W) so small images give one window
+    per image instead of failing (only tiny test / preview images are smaller than l = 96). Patches are cut
+    from the original images (eq 4: C ⊕ Ẽ), so gradients reach G through them."""
+    size = min(size, images.shape[-2], images.shape[-1])
+    patches = ops.sliding_patches(images, size, stride)  # (M,3,l,l), eq 4
+    if select == "ctss":
+        scores = ctss_patch_scores(images, size, stride, **score_kw)
+        patches = ops.topk_patches(patches, scores, min(k, patches.shape[0]))  # eq 6
+    elif select != "all":
+        raise ValueError(f"unknown CTSS sampler {select!r} (ctss | all)")
+    return patches_to_gray(patches)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Networks (paper Fig. 10)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class CTSSResBlock(nn.Module):
+    """Fig. 10 ResBlock(256): c1-128 LN lReLU → depthwise c3-128 LN lReLU → c1-256 LN → + input; (B,C,H,W)."""
+
+    def __init__(self, channels: int = 256, mid: int = 128):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvNormAct(channels, mid, 1, 1, "ln", "lrelu"),
+            ConvNormAct(mid, mid, 3, 1, "ln", "lrelu", groups=mid),
+            ConvNormAct(mid, channels, 1, 1, "ln", "none"),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class CTSSGenerator(nn.Sequential):
+    """G of paper Fig. 10: (B,3,H,W) [-1,1] → (B,3,H,W) [-1,1], H, W multiples of 4. Every conv LN + lReLU
+    (reflect padding) except the c1-3 output (tanh, no bias as in the authors' code). ~1.5 M parameters."""
+
+    def __init__(self):
+        def cna(cin, cout, k=3, s=1):
+            return ConvNormAct(cin, cout, k, s, "ln", "lrelu")
+
+        super().__init__(
+            cna(3, 32, 7), cna(32, 64, 3, 2), cna(64, 64), cna(64, 128, 3, 2), cna(128, 256),
+            *[CTSSResBlock(256, 128) for _ in range(4)],
+            cna(256, 128), UpConv(128, 128), cna(128, 128), UpConv(128, 64), cna(64, 64), cna(64, 64),
+            cna(64, 32, 7),
+            nn.Conv2d(32, 3, 1, bias=False), nn.Tanh(),
+        )
+
+
+class CTSSUNetGenerator(nn.Module):
+    """``generator: unet`` — the authors' code variant (PAPERS.md §1): the AnimeGANv2 generator (LN, lReLU,
+    reflect padding, no conv bias, stride-2 convs padded right/bottom by 1, inverted-residual blocks with
+    expansion 2, bilinear ×2 upsampling) with two U-Net concatenations. The wiring of the skips is our reading
+    (the authors' file is not available here): the 1/2-scale encoder output (64 ch) joins the first decoder
+    stage, the full-scale first conv (32 ch) joins the second. (B,3,H,W) [-1,1] → same; H, W multiples of 4."""
+
+    def __init__(self):
+        super().__init__()
+        half_pad = (0, 1, 0, 1)
+        self.stem = PadConvNormLReLU(3, 32, 7, pad=3)
+        self.down1 = nn.Sequential(PadConvNormLReLU(32, 64, 3, 2, half_pad), PadConvNormLReLU(64, 64))
+        self.down2 = nn.Sequential(PadConvNormLReLU(64, 128, 3, 2, half_pad), PadConvNormLReLU(128, 128))
+        self.middle = nn.Sequential(
+            PadConvNormLReLU(128, 128), InvertedResBlock(128, 256, 2),
+            *[InvertedResBlock(256, 256, 2) for _ in range(3)], PadConvNormLReLU(256, 128),
+        )
+        self.up1 = nn.Sequential(PadConvNormLReLU(128 + 64, 128), PadConvNormLReLU(128, 128))
+        self.up2 = nn.Sequential(PadConvNormLReLU(128 + 32, 64), PadConvNormLReLU(64, 64),
+                                 PadConvNormLReLU(64, 32, 7, pad=3))
+        self.out = nn.Conv2d(32, 3, 1, bias=False)
+
+    @staticmethod
+    def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s0 = self.stem(x)
+        s1 = self.down1(s0)
+        y = self.middle(self.down2(s1))
+        y = self.up1(torch.cat([self._up(y, s1), s1], 1))
+        y = self.up2(torch.cat([self._up(y, s0), s0], 1))
+        return torch.tanh(self.out(y))
+
+
+def _discriminator(widths: tuple[int, ...], cin: int, spectral: bool, std: float) -> nn.Sequential:
+    """c3-w0 → c3s2-w1 → c3s2-w2 → c3s2-w3 (each LN, lReLU) → c3-1: ×8 down-sampling, raw score map.
+    No conv bias, reflect padding, N(0, std) init, spectral norm on every conv if asked (authors' code)."""
+    layers: list[nn.Module] = [ConvNormAct(cin, widths[0], 3, 1, "ln", "lrelu")]
+    for a, b in zip(widths, widths[1:]):
+        layers.append(ConvNormAct(a, b, 3, 2, "ln", "lrelu"))
+    layers.append(nn.Conv2d(widths[-1], 1, 3, 1, 1, padding_mode="reflect", bias=False))
+    net = init_normal(nn.Sequential(*layers), std)
+    return apply_spectral_norm(net) if spectral else net
+
+
+def image_discriminator(spectral: bool = True, std: float = 0.02) -> nn.Sequential:
+    """D_img (Fig. 10): (B,3,256,256) → (B,1,32,32)."""
+    return _discriminator((32, 64, 128, 256), 3, spectral, std)
+
+
+def patch_discriminator(spectral: bool = True, std: float = 0.02) -> nn.Sequential:
+    """D_patch (Fig. 10): (K,1,96,96) gray in [-1,1] → (K,1,12,12)."""
+    return _discriminator((16, 32, 64, 128), 1, spectral, std)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The system
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CTSSConfig:
+    generator: Literal["paper", "unet"] = "paper"      # paper Fig. 10 | authors' AnimeGANv2-style U-Net
+    # CTSS sampler (§III-B)
+    sampler: Literal["ctss", "all"] = "ctss"           # "all" = W/O CTSS ablation (Table III)
+    K: int = 32                                        # top-K patches per mini-batch (Table II: 16/32/64/128)
+    patch_size: int = 96                               # l (clamped to min(l, H, W))
+    stride_policy: Literal["random", "fixed"] = "random"  # paper: s ~ U(48, 72) per iteration; authors: fixed
+    stride_range: tuple[int, int] = (48, 72)           # inclusive bounds of the paper's uniform draw
+    stride_fixed: tuple[int, int] = (48, 72)           # authors' fixed strides: (real cartoons, generated)
+    gf_radius: int = 5                                 # eq 1 guided filter r
+    gf_eps: float = 0.2                                # eq 1 guided filter eps (on [-1,1] images)
+    edge_normalize: Literal["batch", "image"] = "batch"  # eq 2 min-max scope (authors: whole batch)
+    hp_d: float = 0.2                                  # eq 3 threshold d
+    hp_n: float = 2.0                                  # eq 3 sharpness n
+    # branches and extra losses (Tables III, IV)
+    image_branch: bool = True                          # D_img, eqs 8–10
+    patch_branch: bool = True                          # D_patch, eqs 11–13
+    edge_promoting: bool = False                       # Table IV L^ep_adv_global: edge-smoothed cartoons as fakes
+    extra_losses: tuple[Literal["gram", "mean_std"], ...] = ()  # Table IV L_gram / L_mean_std (VGG conv4_4)
+    # discriminators (authors' code: spectral norm, N(0, 0.02) init)
+    spectral_norm: bool = True
+    init_std: float = 0.02
+    # loss weights (eqs 16–17; authors' "Dragon Ball" setting: lambda_con 2.5, lambda_tv 1.5)
+    adv_loss: Literal["lsgan", "bce", "hinge"] = "lsgan"
+    lambda_global: float = 300.0
+    lambda_local: float = 300.0
+    lambda_con: float = 1.5
+    lambda_col: float = 15.0
+    lambda_tv: float = 1.0
+    lambda_gram: float = 2.5                           # our choice: AnimeGAN's style weight (Table IV gives none)
+    lambda_mean_std: float = 2.5                       # our choice, same scale as lambda_gram
+    # schedule (§IV-C): 10 content-only epochs at 2e-4, then 70 adversarial epochs at 2e-5 (authors' D: 1e-5)
+    init_epochs: int = 10
+    adv_epochs: int = 70
+    lr_init: float = 2e-4
+    lr_g: float = 2e-5
+    lr_d: float = 2e-5
+    betas: tuple[float, float] = (0.5, 0.999)
+    # inference post-processing applied by toonlab.infer (natural saturation +40 %)
+    saturation_boost: float = 1.4
+    vgg_weights: str = "imagenet"
+    vgg_variant: Literal["torchvision", "caffe"] = "torchvision"
+
+
+@register("ctss")
+class CTSS(Model):
+    """CTSS GAN. Batch keys: ``photo``, ``cartoon`` (+ ``smooth`` when ``edge_promoting``)."""
+
+    Config = CTSSConfig
+    requires = ("photo", "cartoon")
+    default_size = 256
+    size_multiple = 4
+
+    def __init__(self, cfg: CTSSConfig):
+        super().__init__(cfg)
+        if not (cfg.image_branch or cfg.patch_branch):
+            raise ValueError("ctss: image_branch and patch_branch cannot both be false")
+        if cfg.K < 1 or cfg.patch_size < 1 or min(cfg.stride_range + cfg.stride_fixed) < 1:
+            raise ValueError("ctss: K, patch_size and strides must be >= 1")
+        if cfg.edge_promoting:
+            if not cfg.image_branch:
+                raise ValueError("ctss: edge_promoting acts on the image branch; it needs image_branch: true")
+            self.requires = ("photo", "cartoon", "smooth")
+        self.networks["G"] = CTSSGenerator() if cfg.generator == "paper" else CTSSUNetGenerator()
+        if cfg.image_branch:
+            self.networks["D_img"] = image_discriminator(cfg.spectral_norm, cfg.init_std)
+        if cfg.patch_branch:
+            self.networks["D_patch"] = patch_discriminator(cfg.spectral_norm, cfg.init_std)
+
+    def phases(self) -> tuple[Phase, ...]:
+        c = self.cfg
+        ds = tuple(n for n in ("D_img", "D_patch") if n in self.networks)
+        return (
+            Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
+            Phase("adv", c.adv_epochs, (Step("D", ds, c.lr_d, c.betas), Step("G", ("G",), c.lr_g, c.betas))),
+        )
+
+    def translator(self) -> nn.Module:
+        return self.networks["G"]
+
+    # --- pieces -------------------------------------------------------------------------------------------------
+    def _strides(self) -> tuple[int, int]:
+        """(stride for real cartoons, stride for generated images) for this iteration."""
+        c = self.cfg
+        if c.stride_policy == "fixed":
+            return c.stride_fixed
+        lo, hi = c.stride_range
+        s = int(torch.randint(lo, hi + 1, ()).item())  # one draw per iteration, shared by C and S
+        return s, s
+
+    def sample_patches(self, images: torch.Tensor, stride: int) -> torch.Tensor:
+        """The CTSS sampler with this config: (N,3,H,W) [-1,1] → (K',1,l,l) [-1,1]."""
+        c = self.cfg
+        return ctss_sample(images, c.K, c.patch_size, stride, c.sampler, gf_radius=c.gf_radius, gf_eps=c.gf_eps,
+                           d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize)
+
+    def _vgg(self, device):
+        return shared_vgg(self.cfg.vgg_weights, self.cfg.vgg_variant, device)
+
+    # --- the losses ---------------------------------------------------------------------------------------------
+    def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        c, G = self.cfg, self.networks["G"]
+        photo = batch["photo"]
+        if step == "init":  # §IV-C: pre-train G on L_con alone
+            vgg = self._vgg(photo.device)
+            with torch.no_grad():
+                target = vgg(photo)
+            con = losses.content_loss(vgg(G(photo)), target)  # eq 7
+            return {"loss": con, "content": con}
+        if step == "D":
+            return self._d_step(batch, photo)
+        if step == "G":
+            return self._g_step(batch, photo)
+        raise ValueError(f"ctss has no step {step!r} (init, D, G)")
+
+    def _d_step(self, batch, photo):
+        c, G = self.cfg, self.networks["G"]
+        cartoon = batch["cartoon"]
+        with torch.no_grad():
+            fake = G(photo)
+        out: dict[str, torch.Tensor] = {}
+        total = photo.new_zeros(())
+        if c.image_branch:  # eq 9: E[(D_img(c) − 1)²] + E[D_img(G(p))²]
+            D = self.networks["D_img"]
+            glob = losses.d_loss_real(D(cartoon), c.adv_loss) + losses.d_loss_fake(D(fake), c.adv_loss)
+            if c.edge_promoting:  # CartoonGAN's edge-promoting term: smoothed cartoons are fakes too
+                glob = glob + losses.d_loss_fake(D(batch["smooth"]), c.adv_loss)
+            out["d_global"] = glob
+            total = total + c.lambda_global * glob
+        if c.patch_branch:  # eq 12 on the top-K patches C_patch, S_patch
+            D = self.networks["D_patch"]
+            s_real, s_fake = self._strides()
+            local = (losses.d_loss_real(D(self.sample_patches(cartoon, s_real)), c.adv_loss)
+                     + losses.d_loss_fake(D(self.sample_patches(fake, s_fake)), c.adv_loss))
+            out["d_local"] = local
+            total = total + c.lambda_local * local
+        return {"loss": total, **out}  # eq 17
+
+    def _g_step(self, batch, photo):
+        c, G = self.cfg, self.networks["G"]
+        fake = G(photo)
+        vgg = self._vgg(photo.device)
+        with torch.no_grad():
+            target = vgg(photo)
+        feat_fake = vgg(fake)
+        out = {
+            "content": losses.content_loss(feat_fake, target),  # eq 7
+            "color": losses.yuv_color_loss(fake, photo),          # eq 14
+            "tv": losses.total_variation(fake),                    # eq 15
+        }
+        total = c.lambda_con * out["content"] + c.lambda_col * out["color"] + c.lambda_tv * out["tv"]
+        if c.image_branch:  # eq 10
+            out["g_global"] = losses.g_loss(self.networks["D_img"](fake), c.adv_loss)
+            total = total + c.lambda_global * out["g_global"]
+        if c.patch_branch:  # eq 13, through the generated patches S_patch
+            _, s_fake = self._strides()
+            out["g_local"] = losses.g_loss(self.networks["D_patch"](self.sample_patches(fake, s_fake)), c.adv_loss)
+            total = total + c.lambda_local * out["g_local"]
+        if c.extra_losses:
+            cartoon = batch["cartoon"]
+            with torch.no_grad():
+                if "gram" in c.extra_losses:  # AnimeGAN: Gram of grayscale cartoons (3-channel gray)
+                    gray_feat = vgg(ops.rgb_to_gray(cartoon).expand(-1, 3, -1, -1))
+                if "mean_std" in c.extra_losses:
+                    cartoon_feat = vgg(cartoon)
+            if "gram" in c.extra_losses:
+                out["gram"] = losses.gram_loss(feat_fake, gray_feat)
+                total = total + c.lambda_gram * out["gram"]
+            if "mean_std" in c.extra_losses:
+                out["mean_std"] = losses.mean_std_loss(feat_fake, cartoon_feat)
+                total = total + c.lambda_mean_std * out["mean_std"]
+        return {"loss": total, **out}  # eq 16
