@@ -77,7 +77,7 @@ def _cartoons(root):
 
 def test_smooth_matches_an_independent_opencv_pipeline(tmp_path):
     files = _cartoons(tmp_path / "c")
-    r = _cli("smooth", tmp_path / "c", "-o", tmp_path / "s", "--workers", "2")
+    r = _cli("smooth", tmp_path / "c", "-o", tmp_path / "s")
     assert r.exit_code == 0, r.output
     for f in files:
         rgb = _read(f)

@@ -49,14 +49,12 @@ class _Safe:
 
 
 def _init_worker() -> None:
-    # one thread per worker process: the pool is the parallelism (avoids 2 cores × N workers × M threads)
+    # one thread per worker process: the pool is the parallelism (not N workers × M threads on M cores).
+    # torch reads OMP_NUM_THREADS when (and if) a job imports it; importing it here would cost every worker
+    # seconds even for jobs that never use it.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
     cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # torch is a dependency, but workers need not import it
-        pass
 
 
 def run_jobs(fn: Callable, jobs: Sequence, *, workers: int = 1, progress: bool = True, desc: str = "",
