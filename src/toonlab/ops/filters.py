@@ -4,14 +4,18 @@ Shapes are batch-first ``(B,C,H,W)``; any floating dtype and device. Borders mir
 (OpenCV's default ``BORDER_REFLECT_101``, ``dcb|abcd|cba``) or ``"reflect"`` (``BORDER_REFLECT``, ``cba|abcd|dcb``,
 the border ``cv2.ximgproc.guidedFilter`` uses internally).
 
-Two code paths give the same numbers: when autograd needs a graph, window sums are differences of cumulative sums
-(plain differentiable tensor ops); otherwise a fused path fills one padded buffer, takes cumulative sums along W and a
-running sum over rows along H, writing straight into preallocated outputs (no graph, few temporaries).
+Two code paths give the same numbers:
+- when autograd records a graph (or off the CPU), window sums are differences of cumulative sums, in plain
+  differentiable tensor ops;
+- otherwise (CPU inference) a streamed path: horizontal strips of a few rows are filled (products computed straight
+  into the strip buffer), cumulatively summed along W and differenced while they sit in cache, then a running sum
+  over rows gives the window sums along H. The guided filter's per-pixel coefficients are computed strip by strip
+  too, so no full-size temporaries are made besides the box means themselves.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -21,6 +25,10 @@ Border = Literal["reflect101", "reflect"]
 
 # A "part" is one block of channels to box-filter: a tensor, or the product of two broadcastable tensors.
 Part = tuple[torch.Tensor, torch.Tensor | None]
+# Writes rows [i0, i1) of the channels to box-filter into dst (B, n, i1 - i0, W).
+Fill = Callable[[torch.Tensor, int, int], None]
+
+_STRIP_BYTES = 1 << 20  # a strip buffer of ~1 MiB stays in the L2 cache
 
 
 def _source_index(n: int, r: int, border: Border) -> list[int]:
@@ -42,7 +50,7 @@ def _window_sum(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     return torch.cat([first, c.narrow(dim, k, n - k) - c.narrow(dim, 0, n - k)], dim)
 
 
-def _box_mean_autograd(x: torch.Tensor, r: int, border: Border) -> torch.Tensor:
+def _box_mean_graph(x: torch.Tensor, r: int, border: Border) -> torch.Tensor:
     """Differentiable box mean: mirror-pad with index_select, then cumulative-sum window sums along H and W."""
     h, w = x.shape[-2:]
     idx_h = torch.tensor(_source_index(h, r, border), device=x.device)
@@ -52,39 +60,28 @@ def _box_mean_autograd(x: torch.Tensor, r: int, border: Border) -> torch.Tensor:
     return _window_sum(_window_sum(padded, k, -2), k, -1) / (k * k)
 
 
-def _part_channels(part: Part) -> int:
-    a, b = part
-    return a.shape[1] if b is None else max(a.shape[1], b.shape[1])
-
-
-def _box_mean_fused(parts: Sequence[Part], r: int, border: Border) -> torch.Tensor:
-    """Box means of several channel blocks at once, without autograd (see module docstring).
-
-    The products ``a * b`` are written straight into the padded buffer, so they never exist as temporaries.
-    Returns (B, sum of block channels, H, W).
-    """
-    a0 = parts[0][0]
-    batch, (h, w) = a0.shape[0], a0.shape[-2:]
-    n = sum(_part_channels(p) for p in parts)
+def _box_mean_streamed(fill: Fill, n: int, like: torch.Tensor, r: int, border: Border) -> torch.Tensor:
+    """Box means (B, n, H, W) of the n channels that ``fill`` writes strip by strip (see module docstring)."""
+    batch, h, w = like.shape[0], like.shape[-2], like.shape[-1]
     k = 2 * r + 1
-    # Column 0 stays zero so that window sums along W are plain differences of the cumulative sum.
-    buf = a0.new_empty(batch, n, h, w + 2 * r + 1)
+    src_w = _source_index(w, r, border)
+    # Buffer column r + 1 + s holds source column s; column 0 stays zero so window sums are plain differences.
+    left = [r + 1 + s for s in src_w[:r]]
+    right = [r + 1 + s for s in src_w[r + w :]]
+    strip = max(4, min(64, _STRIP_BYTES // (like.element_size() * n * (w + k))))
+    buf = like.new_empty(batch, n, strip, w + k)
     buf[..., 0] = 0
-    start = 0
-    for a, b in parts:
-        c = _part_channels((a, b))
-        dst = buf[:, start : start + c, :, r + 1 : r + 1 + w]
-        if b is None:
-            dst.copy_(a)
-        else:
-            torch.mul(a, b, out=dst)
-        start += c
-    src = _source_index(w, r, border)
-    # Mirror the columns inside the buffer (source column s lives at buffer column r + 1 + s).
-    buf[..., 1 : r + 1] = buf[..., [r + 1 + s for s in src[:r]]]
-    buf[..., r + 1 + w :] = buf[..., [r + 1 + s for s in src[r + w :]]]
-    buf.cumsum_(-1)
-    rows = torch.sub(buf[..., k:], buf[..., :w])  # (B,N,H,W): window sums along W
+    rows = like.new_empty(batch, n, h, w)  # window means along W
+    for i0 in range(0, h, strip):
+        i1 = min(h, i0 + strip)
+        sb = buf[:, :, : i1 - i0]
+        fill(sb[..., r + 1 : r + 1 + w], i0, i1)
+        sb[..., 1 : r + 1] = sb[..., left]
+        sb[..., r + 1 + w :] = sb[..., right]
+        sb.cumsum_(-1)
+        dst = rows[:, :, i0:i1]
+        torch.sub(sb[..., k:], sb[..., :w], out=dst)
+        dst.mul_(1.0 / (k * k))
     del buf
     # Running window sum along H: add the row entering the window, subtract the one leaving it.
     src_h = _source_index(h, r, border)
@@ -93,20 +90,38 @@ def _box_mean_fused(parts: Sequence[Part], r: int, border: Border) -> torch.Tens
     for i in range(1, h):
         torch.add(out[:, :, i - 1], rows[:, :, src_h[i + 2 * r]], out=out[:, :, i])
         out[:, :, i].sub_(rows[:, :, src_h[i - 1]])
-    return out.mul_(1.0 / (k * k))
+    return out
 
 
-def _box_means(parts: Sequence[Part], r: int, border: Border) -> torch.Tensor:
-    """Box means of channel blocks, concatenated along C; differentiable when autograd is recording."""
-    needs_graph = torch.is_grad_enabled() and any(t is not None and t.requires_grad for p in parts for t in p)
-    low_precision = parts[0][0].dtype in (torch.float16, torch.bfloat16)
-    if needs_graph or low_precision:
-        blocks = [a if b is None else a * b for a, b in parts]
-        x = torch.cat(blocks, 1) if len(blocks) > 1 else blocks[0]
-        if low_precision:  # cumulative sums need at least float32
-            return _box_mean_autograd(x.float(), r, border).to(x.dtype)
-        return _box_mean_autograd(x, r, border)
-    return _box_mean_fused(parts, r, border)
+def _part_channels(part: Part) -> int:
+    a, b = part
+    return a.shape[1] if b is None else max(a.shape[1], b.shape[1])
+
+
+def _fill_parts(parts: Sequence[Part]) -> Fill:
+    def fill(dst: torch.Tensor, i0: int, i1: int) -> None:
+        start = 0
+        for a, b in parts:
+            c = _part_channels((a, b))
+            block = dst[:, start : start + c]
+            if b is None:
+                block.copy_(a[..., i0:i1, :])
+            else:
+                torch.mul(a[..., i0:i1, :], b[..., i0:i1, :], out=block)
+            start += c
+
+    return fill
+
+
+def _use_graph_path(*tensors: torch.Tensor) -> bool:
+    """The cumulative-sum path when autograd records, or off the CPU (where one kernel beats a row loop)."""
+    t = tensors[0]
+    return (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)) or t.device.type != "cpu"
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Half precision is too coarse for running sums: compute in float32 and cast back."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
 def box_filter(x: torch.Tensor, r: int, border: Border = "reflect101") -> torch.Tensor:
@@ -118,63 +133,55 @@ def box_filter(x: torch.Tensor, r: int, border: Border = "reflect101") -> torch.
     check_image(x, "x")
     check_radius(r, *x.shape[-2:])
     _source_index(1, 0, border)  # validates the border name
-    return _box_means([(x, None)], r, border)
+    work = x.to(_compute_dtype(x))
+    if _use_graph_path(x):
+        return _box_mean_graph(work, r, border).to(x.dtype)
+    return _box_mean_streamed(_fill_parts([(work, None)]), x.shape[1], work, r, border).to(x.dtype)
 
 
-def _check_guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float) -> None:
-    check_image(p, "p")
-    check_image(guide, "guide", channels=(1, 3))
-    if guide.shape[0] != p.shape[0] or guide.shape[-2:] != p.shape[-2:]:
-        raise OpsInputError(
-            f"guide: batch and size must match p: guide {tuple(guide.shape)} vs p {tuple(p.shape)}"
-        )
-    if guide.dtype != p.dtype or guide.device != p.device:
-        raise OpsInputError(f"guide: dtype/device {guide.dtype}/{guide.device} differ from p's {p.dtype}/{p.device}")
-    check_radius(r, *p.shape[-2:])
-    check_positive(eps, "eps")
+# ---- guided filter -------------------------------------------------------------------------------------------
+# Moments box-filtered in the first pass, as channel blocks: mean(I), mean(I_k I_l), then (unless p is the guide)
+# mean(p), mean(I_k p). ``_coefficients`` turns their box means into the planes a (per guide channel) and b.
 
-
-def _guided_gray(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border) -> torch.Tensor:
-    """He et al. 2010, Algorithm 1 with a one-channel guide I: q = mean(a)·I + mean(b)."""
-    c = p.shape[1]
-    self_guided = p is guide
-    parts: list[Part] = [(guide, None), (guide, guide)]
-    if not self_guided:
-        parts += [(p, None), (p, guide)]
-    m = _box_means(parts, r, border)
-    mean_i, corr_ii = m[:, 0:1], m[:, 1:2]
-    var_i = corr_ii - mean_i * mean_i
-    if self_guided:
-        mean_p, cov_ip = mean_i, var_i
-    else:
-        mean_p, corr_ip = m[:, 2 : 2 + c], m[:, 2 + c :]
-        cov_ip = corr_ip - mean_i * mean_p
-    a = cov_ip / (var_i + eps)  # eq. (5)
-    b = mean_p - a * mean_i  # eq. (6)
-    mean_ab = _box_means([(a, None), (b, None)], r, border)
-    return torch.addcmul(mean_ab[:, c:], mean_ab[:, :c], guide)  # eq. (8)
-
-
-# Upper-triangle entries (k, l) of the 3×3 guide covariance, in the order they are box-filtered.
+# Upper-triangle entries (k, l) of the 3×3 colour-guide covariance, in the order they are box-filtered.
 _PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 
 
-def _guided_color(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border) -> torch.Tensor:
-    """He et al. 2010, eq. (14)–(16) with a colour guide: a_j = (Σ + eps·U)⁻¹ cov(I, p_j), 3×3 inverse in closed form."""
-    c = p.shape[1]
-    self_guided = p is guide
-    g = [guide[:, k : k + 1] for k in range(3)]
-    parts: list[Part] = [(guide, None)] + [(g[k], g[l]) for k, l in _PAIRS]
+def _moment_parts(p: torch.Tensor, guide: torch.Tensor, self_guided: bool) -> list[Part]:
+    g = [guide[:, k : k + 1] for k in range(guide.shape[1])]
+    if guide.shape[1] == 1:
+        parts: list[Part] = [(guide, None), (guide, guide)]
+    else:
+        parts = [(guide, None)] + [(g[k], g[l]) for k, l in _PAIRS]
     if not self_guided:
-        parts += [(p, None)] + [(p, g[k]) for k in range(3)]
-    m = _box_means(parts, r, border)
+        parts += [(p, None)] + [(p, gk) for gk in g]
+    return parts
+
+
+def _coefficients_gray(m: torch.Tensor, c: int, self_guided: bool, eps: float) -> list[torch.Tensor]:
+    """He et al. 2010 eq. (5)–(6): a = cov(I,p) / (var(I) + eps), b = mean(p) − a·mean(I). Returns [a, b] (B,C,·,·)."""
+    mean_i = m[:, 0:1]
+    var_i = m[:, 1:2] - mean_i * mean_i
+    if self_guided:
+        a = var_i / (var_i + eps)
+        return [a, mean_i - a * mean_i]
+    mean_p = m[:, 2 : 2 + c]
+    cov_ip = m[:, 2 + c : 2 + 2 * c] - mean_i * mean_p
+    a = cov_ip / (var_i + eps)
+    return [a, mean_p - a * mean_i]
+
+
+def _coefficients_color(m: torch.Tensor, c: int, self_guided: bool, eps: float) -> list[torch.Tensor]:
+    """He et al. 2010 eq. (14)–(15): a_j = (Σ + eps·U)⁻¹ cov(I, p_j), b_j = mean(p_j) − a_jᵀ mean(I).
+
+    The 3×3 inverse is the adjugate over the determinant, per pixel. Returns [a (B,3C,·,·) ordered (j, k), b (B,C,·,·)].
+    """
     mean_i = [m[:, k : k + 1] for k in range(3)]
     sigma = {}
     for n, (k, l) in enumerate(_PAIRS):
         sigma[k, l] = m[:, 3 + n : 4 + n] - mean_i[k] * mean_i[l]
     s00, s01, s02 = sigma[0, 0] + eps, sigma[0, 1], sigma[0, 2]
     s11, s12, s22 = sigma[1, 1] + eps, sigma[1, 2], sigma[2, 2] + eps
-    # Adjugate of the symmetric matrix Σ + eps·U; inverse = adj / det.
     c00 = s11 * s22 - s12 * s12
     c01 = s02 * s12 - s01 * s22
     c02 = s01 * s12 - s02 * s11
@@ -184,25 +191,62 @@ def _guided_color(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, bord
     inv_det = 1.0 / (s00 * c00 + s01 * c01 + s02 * c02)
     adj = ((c00, c01, c02), (c01, c11, c12), (c02, c12, c22))
     if self_guided:
-        # p = I: cov(I, p_j) = column j of Σ = (Σ + eps·U) e_j − eps e_j, so a_jk = δ_jk − eps · inv_kj.
-        mean_p = mean_i
-        a = [[(1.0 if j == k else 0.0) - eps * adj[k][j] * inv_det for k in range(3)] for j in range(3)]
-    else:
-        mean_p = [m[:, 9 + j : 10 + j] for j in range(c)]
-        corr = [m[:, 9 + c * (1 + k) : 9 + c * (2 + k)] for k in range(3)]  # (B,C,H,W) each: mean(I_k p)
-        cov = [corr[k] - mean_i[k] * m[:, 9 : 9 + c] for k in range(3)]
-        a_all = [(adj[k][0] * cov[0] + adj[k][1] * cov[1] + adj[k][2] * cov[2]) * inv_det for k in range(3)]
-        a = [[a_all[k][:, j : j + 1] for k in range(3)] for j in range(c)]
-    b = [mean_p[j] - a[j][0] * mean_i[0] - a[j][1] * mean_i[1] - a[j][2] * mean_i[2] for j in range(c)]
-    parts_ab: list[Part] = [(a[j][k], None) for j in range(c) for k in range(3)] + [(b[j], None) for j in range(c)]
-    mean_ab = _box_means(parts_ab, r, border)
-    out = []
-    for j in range(c):
-        q = mean_ab[:, 3 * c + j : 3 * c + j + 1]
-        for k in range(3):
-            q = torch.addcmul(q, mean_ab[:, 3 * j + k : 3 * j + k + 1], g[k])
-        out.append(q)
-    return torch.cat(out, 1)
+        # p = I: cov(I, I_j) = (Σ + eps·U) e_j − eps·e_j, so a_jk = δ_jk − eps·inv_jk (the inverse is symmetric).
+        scale = -eps * inv_det
+        a_jk = [[adj[j][k] * scale + (1.0 if j == k else 0.0) for k in range(3)] for j in range(3)]
+        b = [mean_i[j] - a_jk[j][0] * mean_i[0] - a_jk[j][1] * mean_i[1] - a_jk[j][2] * mean_i[2] for j in range(3)]
+        return [torch.cat([a for row in a_jk for a in row], 1), torch.cat(b, 1)]
+    mean_p = m[:, 9 : 9 + c]
+    cov = [m[:, 9 + c * (1 + k) : 9 + c * (2 + k)] - mean_i[k] * mean_p for k in range(3)]  # (B,C,·,·) each
+    a = [(adj[k][0] * cov[0] + adj[k][1] * cov[1] + adj[k][2] * cov[2]) * inv_det for k in range(3)]
+    b = mean_p - a[0] * mean_i[0] - a[1] * mean_i[1] - a[2] * mean_i[2]
+    return [torch.stack(a, 2).flatten(1, 2), b]
+
+
+def _combine(mean_ab: torch.Tensor, guide: torch.Tensor, c: int) -> torch.Tensor:
+    """He et al. 2010 eq. (8)/(16): q = mean(a)ᵀ I + mean(b)."""
+    if guide.shape[1] == 1:
+        return torch.addcmul(mean_ab[:, c:], mean_ab[:, :c], guide)
+    a = mean_ab[:, : 3 * c].unflatten(1, (c, 3))
+    return (a * guide.unsqueeze(1)).sum(2) + mean_ab[:, 3 * c :]
+
+
+def _guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border, self_guided: bool) -> torch.Tensor:
+    c = p.shape[1]
+    coefficients = _coefficients_gray if guide.shape[1] == 1 else _coefficients_color
+    parts = _moment_parts(p, guide, self_guided)
+    if _use_graph_path(p, guide):
+        moments = torch.cat([a if b is None else a * b for a, b in parts], 1)
+        m = _box_mean_graph(moments, r, border)
+        mean_ab = _box_mean_graph(torch.cat(coefficients(m, c, self_guided, eps), 1), r, border)
+        return _combine(mean_ab, guide, c)
+
+    m = _box_mean_streamed(_fill_parts(parts), sum(map(_part_channels, parts)), p, r, border)
+
+    def fill_ab(dst: torch.Tensor, i0: int, i1: int) -> None:
+        torch.cat(coefficients(m[..., i0:i1, :], c, self_guided, eps), 1, out=dst)
+
+    n_ab = c * guide.shape[1] + c
+    mean_ab = _box_mean_streamed(fill_ab, n_ab, p, r, border)
+    del m
+    out = torch.empty_like(p)
+    step = 64
+    for i0 in range(0, p.shape[-2], step):
+        rows = slice(i0, i0 + step)
+        out[..., rows, :] = _combine(mean_ab[..., rows, :], guide[..., rows, :], c)
+    return out
+
+
+def _check_guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border) -> None:
+    check_image(p, "p")
+    check_image(guide, "guide", channels=(1, 3))
+    if guide.shape[0] != p.shape[0] or guide.shape[-2:] != p.shape[-2:]:
+        raise OpsInputError(f"guide: batch and size must match p: guide {tuple(guide.shape)} vs p {tuple(p.shape)}")
+    if guide.dtype != p.dtype or guide.device != p.device:
+        raise OpsInputError(f"guide: dtype/device {guide.dtype}/{guide.device} differ from p's {p.dtype}/{p.device}")
+    check_radius(r, *p.shape[-2:])
+    check_positive(eps, "eps")
+    _source_index(1, 0, border)
 
 
 def guided_filter(
@@ -211,14 +255,15 @@ def guided_filter(
     """Guided filter (He et al. 2010): edge-preserving smoothing of p steered by guide.
 
     p (B,C,H,W) any C, each channel filtered; guide (B,1,H,W) gray or (B,3,H,W) colour (3×3 covariance form);
-    r >= 1 window radius, eps > 0 regularisation (in squared units of the guide). Returns (B,C,H,W).
-    ``border="reflect"`` reproduces ``cv2.ximgproc.guidedFilter(guide, p, r, eps)`` exactly.
+    r >= 1 window radius, eps > 0 regularisation (in squared units of the guide). Returns (B,C,H,W), p's dtype.
+    ``border="reflect"`` reproduces ``cv2.ximgproc.guidedFilter(guide, p, r, eps)``.
     """
-    _check_guided(p, guide, r, eps)
-    _source_index(1, 0, border)
-    if guide.shape[1] == 1:
-        return _guided_gray(p, guide, r, float(eps), border)
-    return _guided_color(p, guide, r, float(eps), border)
+    _check_guided(p, guide, r, eps, border)
+    dtype = _compute_dtype(p)
+    self_guided = p is guide
+    p_work = p.to(dtype)
+    guide_work = p_work if self_guided else guide.to(dtype)
+    return _guided(p_work, guide_work, r, float(eps), border, self_guided).to(p.dtype)
 
 
 def self_guided_filter(x: torch.Tensor, r: int = 5, eps: float = 0.2, border: Border = "reflect101") -> torch.Tensor:
