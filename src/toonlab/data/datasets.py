@@ -241,9 +241,12 @@ def _worker_init(_):
 
 def make_loader(dataset: UnpairedDataset, sampler: StreamSampler, batch_size: int, workers: int,
                 pin_memory: bool) -> DataLoader:
+    # a private generator: creating the iterator must not draw from the global torch RNG (exact resume);
+    # samples get their randomness from their stream position, not from worker seeds
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=workers > 0,
-                      worker_init_fn=_worker_init if workers > 0 else None)
+                      worker_init_fn=_worker_init if workers > 0 else None,
+                      generator=torch.Generator().manual_seed(sampler.seed))
 
 
 def load_val_photos(paths: list[Path], size: int, multiple: int) -> torch.Tensor:

@@ -1,0 +1,73 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from toonlab.checkpoint import read_export_metadata
+
+from toonlab.errors import ToonlabError, UsageError
+from toonlab.train.checkpoint import load_state
+from toonlab.train.config import resolve_run_config
+from toonlab.train.trainer import train
+
+from .conftest import run_config, write_yaml
+
+K = 4  # the split falls inside the adversarial phase (init 2 + adv 6)
+
+
+def _final_state(run_dir):
+    return load_state(sorted((run_dir / "checkpoints").glob("state-*"))[-1])
+
+
+def _assert_same(a, b, path="state"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_is_bit_exact(tmp_path, tiny_data, workers):
+    """2k steps in one go == k steps, resume, k more steps: weights, optimisers, EMA, RNG, counters."""
+    base = dict(model={"noise": 0.3}, train={"phase_steps": {"init": 2, "adv": 6}, "ema": 0.9, "ckpt_every": 3},
+                workers=workers)
+    whole = run_config(tmp_path / "whole", tiny_data, **base)
+    train(write_yaml(tmp_path / "whole.yaml", whole))
+    split = run_config(tmp_path / "split", tiny_data, **base)
+    split["train"]["max_steps"] = K
+    train(write_yaml(tmp_path / "split.yaml", split))
+    assert _final_state(tmp_path / "split" / "run")["step"] == K
+    train(None, ["train.max_steps=null"], resume=tmp_path / "split" / "run")
+    a, b = _final_state(tmp_path / "whole" / "run"), _final_state(tmp_path / "split" / "run")
+    assert a["step"] == b["step"] == 2 * K and a["position"] == b["position"] == 2 * K * 2
+    for key in ("rng", "best", "window"):  # rng: compared through everything it drove; best/window: the split
+        a.pop(key), b.pop(key)               # run has one more checkpoint (at step K), so other windows
+    _assert_same(a, b)
+    ea, eb = (tmp_path / r / "run" / "checkpoints" / "latest.safetensors" for r in ("whole", "split"))
+    _assert_same(load_file(str(ea)), load_file(str(eb)), "export")
+    assert read_export_metadata(ea) == read_export_metadata(eb)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 2 * K + 1))
+
+
+def test_resume_errors(tmp_path, tiny_data):
+    with pytest.raises(UsageError, match="not a run dir"):
+        train(None, resume=tmp_path / "nothing")
+    cfg = run_config(tmp_path, tiny_data, train={"phase_steps": {"init": 1, "adv": 1}})
+    train(write_yaml(tmp_path / "c.yaml", cfg))
+    state = sorted((tmp_path / "run" / "checkpoints").glob("state-*"))[-1]
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(ToonlabError, match="not a readable training state"):
+        train(None, resume=tmp_path / "run")
+    with pytest.raises(UsageError, match="give no CONFIG"):
+        train(tmp_path / "c.yaml", resume=tmp_path / "run")
+    assert resolve_run_config(cfg).train.max_steps is None
