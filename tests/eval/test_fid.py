@@ -10,6 +10,7 @@ import scipy.linalg
 import torch
 
 from toonlab.eval.fid import (FIDEvaluator, SmallSampleWarning, feature_stats, frechet_distance,
+                              frechet_distance_features,
                               kernel_inception_distance, weighted_fid)
 
 
@@ -36,11 +37,12 @@ def test_fid_of_a_set_with_itself_is_zero():
     assert abs(frechet_distance(mu, sigma, mu, sigma)) < 1e-8
 
 
-@pytest.mark.parametrize("n", [400, 20])  # well-conditioned, and rank-deficient (N < D) covariances
+@pytest.mark.parametrize("n", [400, 20, 3])  # well-conditioned, and rank-deficient (N < D) covariances
 def test_fid_matches_scipy_sqrtm(n):
     f1, f2 = _features(n, 32, seed=1), _features(n, 32, shift=0.3, seed=2)
     ours = frechet_distance(*feature_stats(f1), *feature_stats(f2))
     assert ours == pytest.approx(_reference_fid(f1, f2), rel=1e-6, abs=1e-6)
+    assert frechet_distance_features(f1, f2) == pytest.approx(ours, rel=1e-7)  # low-rank form (N < D) = stats form
     assert ours > 1
 
 
