@@ -332,6 +332,38 @@ def study_report(db: str = typer.Argument(..., help="The study's SQLite file."))
 # ---- end evaluate / experiment / study ------------------------------------------------------------------------
 
 
+@app.command("models")
+def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint (.safetensors) to describe; "
+                                                          "omit to list the registered models.")):
+    """List the registered models (networks, parameters, generator GFLOPs at the default size), or describe an
+    export checkpoint's model, config and styles."""
+    import json
+
+    if checkpoint:
+        from toonlab.checkpoint import read_export_metadata
+
+        meta = read_export_metadata(checkpoint)
+        typer.echo(f"model: {meta['model']}")
+        typer.echo(f"styles: {', '.join(json.loads(meta.get('styles', '[]'))) or '-'}")
+        for key in sorted(set(meta) - {"model", "styles", "config", "format"}):
+            typer.echo(f"{key}: {meta[key]}")
+        typer.echo("config:")
+        for key, value in json.loads(meta["config"]).items():
+            typer.echo(f"  {key}: {json.dumps(value)}")
+        return
+    from toonlab.models import model_names
+    from toonlab.models._summary import summarize
+
+    typer.echo(f"{'model':<12}{'direction':<15}{'size':>5}  {'G GFLOPs':>9}  networks (trainable parameters)")
+    for name in model_names():
+        if name.startswith("_"):
+            continue
+        s = summarize(name)
+        nets = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in s.params.items())
+        styles = f"  styles: {', '.join(s.styles)}" if s.styles else ""
+        typer.echo(f"{s.name:<12}{s.direction:<15}{s.default_size:>5}  {s.generator_gflops:>9.1f}  {nets}{styles}")
+
+
 def main() -> None:  # console-script entry point
     app()
 
