@@ -37,6 +37,7 @@ def _encode(path, images):
         st = c.add_stream("libx264", rate=FPS)
         st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
         st.options = {"crf": "4"}  # near-lossless, with the default B-frames (exercises non-ref skipping)
+        st.codec_context.gop_size = FPS  # a keyframe every second: seeking has somewhere to land
         for img in images:
             for _ in range(FPS):
                 for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
@@ -132,3 +133,13 @@ def test_cross_video_duplicates_workers_and_bad_video(clip, tmp_path):
     assert names == ["clip_000000.png", "clip_000002.png", "clip_000006.png", "second_000002.png"]
     second_recs = [f for f in _manifest(out)["frames"] if f["video"] == "second"]
     assert [f["status"] for f in second_recs] == ["duplicate", "duplicate", "kept"]
+
+
+def test_seeking_and_skipping_pick_the_same_frames_as_decoding_everything(clip, tmp_path):
+    runs = {}
+    for name, cfg in {"plain": FrameConfig(every=3.0, size=32, skip_nonref=False, seek_gap=1e9, threads="NONE"),
+                      "fast": FrameConfig(every=3.0, size=32, skip_nonref=True, seek_gap=1.0, lookahead=0.3)}.items():
+        extract_frames([str(clip)], tmp_path / name, cfg, progress=False)
+        runs[name] = [(round(f["time"], 3), f["status"], f["hash"]) for f in _manifest(tmp_path / name)["frames"]]
+    assert [t for t, _, _ in runs["plain"]] == [0.0, 3.0, 6.0]
+    assert runs["fast"] == runs["plain"]

@@ -284,8 +284,11 @@ def extract_frames(inputs: list[str], out: str | Path, cfg: FrameConfig = FrameC
     out = Path(out)
     videos = list_videos(inputs)
     keys = video_keys(videos)
-    if overwrite:
+    if overwrite:  # forget earlier runs: their kept images and their state
         for k in keys:
+            for r in read_state(_state_path(out, k)):
+                if r.get("file"):
+                    (out / r["file"]).unlink(missing_ok=True)
             _state_path(out, k).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     cfg_dict = asdict(cfg)
