@@ -26,9 +26,6 @@ SYNTH_FORMAT = "synthtoon/1"
 KINDS = ("photo", "cartoon")
 _SHIFT = 4  # cv2 sub-pixel drawing: coordinates carry 4 fractional bits (×16)
 _SHAPE_KINDS = ("circle", "ellipse", "rect", "polygon")
-# Split name → (sub-stream id of the scene seeds, scene kinds written). Train photos/cartoons draw scenes from
-# different streams so the training data is unpaired; test renders each scene both ways.
-_STREAM = {"train/photos": 0, "train/cartoons": 1, "test": 2}
 
 
 def _scene_seed(seed: int, stream: int, index: int) -> int:
@@ -217,6 +214,8 @@ def make_synthtoon(out: str | Path, n: int, size: int = 64, seed: int = 0, *, n_
     files: dict[str, dict[str, int]] = {"train/photos": {}, "train/cartoons": {}, "test/photos": {},
                                         "test/cartoons": {}}
     jobs = []
+    # scene seeds come from separate streams per split: train photos and train cartoons never share a scene
+    # (unpaired), and each test scene is rendered both ways
     for split, stream, count in (("train/photos", 0, n), ("train/cartoons", 1, n), ("test", 2, n_test)):
         for i in range(count):
             scene_seed = _scene_seed(seed, stream, i)
