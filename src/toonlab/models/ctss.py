@@ -36,15 +36,18 @@ from toonlab.nn.vgg import shared_vgg
 
 @torch.no_grad()
 def ctss_patch_scores(images: torch.Tensor, size: int, stride: int, gf_radius: int = 5, gf_eps: float = 0.2,
-                      d: float = 0.2, n: float = 2.0, normalize: Literal["batch", "image"] = "batch") -> torch.Tensor:
+                      d: float = 0.2, n: float = 2.0, normalize: Literal["batch", "image"] = "batch",
+                      min_range: float = 1e-3) -> torch.Tensor:
     """Edge intensity t_i (eq 5) of every sliding window of a mini-batch: (N,3,H,W) [-1,1] → (M,) with
     M = N·(⌊(H−l)/s⌋+1)·(⌊(W−l)/s⌋+1), ordered image, window row, window column.
 
     c̃ = F_gf(c, c) (eq 1, self-guided filter r, eps) → e = min-max Σ_k |c̃ ⊗ F_k| (eq 2, over the whole batch by
     default, as the authors) → ẽ = 1 − 1/(1 + (e/d)^n) (eq 3) → t_i = Σ_{m,n} ẽ_i (eq 5). No gradients: the
-    scores only choose patches."""
+    scores only choose patches. ``min_range`` floors the min-max range of e: the guided filter leaves ~1e-7
+    round-off on flat images, which min-max would otherwise stretch to [0, 1] (fake edges, arbitrary choice);
+    real edges give ranges of 0.05 (one 8-bit step) to ~30, so 1e-3 leaves them untouched."""
     smooth = ops.self_guided_filter(images.detach(), gf_radius, gf_eps)
-    edges = ops.high_pass(ops.ctss_edge_map(smooth, normalize), d, n)
+    edges = ops.high_pass(ops.ctss_edge_map(smooth, normalize, min_range=min_range), d, n)
     return ops.patch_scores(edges, size, stride)
 
 
@@ -187,6 +190,7 @@ class CTSSConfig:
     gf_radius: int = 5                                 # eq 1 guided filter r
     gf_eps: float = 0.2                                # eq 1 guided filter eps (on [-1,1] images)
     edge_normalize: Literal["batch", "image"] = "batch"  # eq 2 min-max scope (authors: whole batch)
+    edge_min_range: float = 1e-3                       # floor of the eq 2 min-max range (flat-image round-off)
     hp_d: float = 0.2                                  # eq 3 threshold d
     hp_n: float = 2.0                                  # eq 3 sharpness n
     # branches and extra losses (Tables III, IV)
@@ -269,7 +273,7 @@ class CTSS(Model):
         """The CTSS sampler with this config: (N,3,H,W) [-1,1] → (K',1,l,l) [-1,1]."""
         c = self.cfg
         return ctss_sample(images, c.K, c.patch_size, stride, c.sampler, gf_radius=c.gf_radius, gf_eps=c.gf_eps,
-                           d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize)
+                           d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize, min_range=c.edge_min_range)
 
     def _vgg(self, device):
         return shared_vgg(self.cfg.vgg_weights, self.cfg.vgg_variant, device)

@@ -21,12 +21,14 @@ CTSS_KERNELS = torch.tensor(
 )
 
 
-def ctss_edge_map(x: torch.Tensor, normalize: Literal["batch", "image"] = "batch") -> torch.Tensor:
+def ctss_edge_map(x: torch.Tensor, normalize: Literal["batch", "image"] = "batch", *,
+                  min_range: float = 0.0) -> torch.Tensor:
     """Coarse edge map e of CTSS: x (B,3,H,W) in [-1,1] -> (B,1,H,W) in [0,1].
 
     g = R + 2G + B (authors' 1:2:1 weights across channels), e = Σ_i |F_i * g| with reflect padding 1, then
     min-max normalised over the whole batch (``"batch"``, authors' code) or per image (``"image"``).
-    A constant input (max = min) gives all zeros.
+    A constant input (max = min) gives all zeros. ``min_range`` floors the min-max denominator so that float
+    round-off on (nearly) flat inputs (e.g. after a guided filter) is not stretched into fake edges.
     """
     check_image(x, "x", channels=(3,))
     if normalize not in ("batch", "image"):
@@ -41,7 +43,7 @@ def ctss_edge_map(x: torch.Tensor, normalize: Literal["batch", "image"] = "batch
     lo = e.amin(dim=dims, keepdim=True)
     hi = e.amax(dim=dims, keepdim=True)
     # Step 3: min-max to [0,1]; the floor on the range keeps flat images at 0 instead of 0/0.
-    return (e - lo) / (hi - lo).clamp_min(torch.finfo(e.dtype).tiny)
+    return (e - lo) / (hi - lo).clamp_min(max(float(min_range), torch.finfo(e.dtype).tiny))
 
 
 def high_pass(e: torch.Tensor, d: float = 0.2, n: float = 2.0) -> torch.Tensor:
