@@ -81,6 +81,9 @@ def test_identity_option_and_discriminator_step_with_pool():
     assert len(m.pool_r) == 2 and len(m.pool_c) == 2
     m.training_step("D", _batch(seed=1, n=2))  # D step without a G step first: fakes made on the spot
     assert len(m.pool_r) == 3  # capped at pool_size
+    resumed = _tiny(pool_size=3)
+    resumed.load_extra_training_state(m.extra_training_state())  # exact resume keeps the history buffers
+    assert all(torch.equal(a, b) for a, b in zip(resumed.pool_c.images, m.pool_c.images)) and len(resumed.pool_c) == 3
 
 
 def test_bad_step_name_raises():

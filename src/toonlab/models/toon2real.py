@@ -116,6 +116,14 @@ class Toon2Real(Model):
         self.pool_c = ImagePool(cfg.pool_size)  # fakes G_c(r) seen by D_c
         self._fakes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (batch cartoon, fake_r, fake_c)
 
+    def extra_training_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The image pools' contents, for an exact resume (the trainer saves this beside the networks)."""
+        return {"pool_r": self.pool_r.state_dict(), "pool_c": self.pool_c.state_dict()}
+
+    def load_extra_training_state(self, state: Mapping[str, dict[str, torch.Tensor]]) -> None:
+        self.pool_r.load_state_dict(state["pool_r"])
+        self.pool_c.load_state_dict(state["pool_c"])
+
     def phases(self) -> tuple[Phase, ...]:
         c = self.cfg
         return (Phase("adv", c.adv_epochs, (Step("G", ("G_r", "G_c"), c.lr_g, c.betas),
