@@ -1,0 +1,41 @@
+"""``toonlab models``: the registry table and an export checkpoint's description."""
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from toonlab.checkpoint import save_export
+from toonlab.cli import app
+from toonlab.models import build_model, model_names
+from toonlab.models._summary import summarize, translator_gflops
+
+
+def test_models_lists_every_registered_system():
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    for name in model_names():
+        if not name.startswith("_"):
+            assert any(line.split()[0] == name for line in lines[1:]), name
+    ctss = next(line for line in lines if line.startswith("ctss "))
+    assert "G 1.54M" in ctss and "D_img 0.39M" in ctss and "D_patch 0.10M" in ctss and " 52.2 " in ctss
+
+
+def test_gflops_count_multiply_adds_twice():
+    # one 3→1 1×1 conv without bias on 1×3×4×4: 16 pixels × 3 MACs × 2 FLOPs
+    model = build_model("ctss")
+    model.translator = lambda: torch.nn.Conv2d(3, 1, 1, bias=False)
+    assert translator_gflops(model, 4) == pytest.approx(96 / 1e9)
+    s = summarize("ctss")
+    assert s.params == {"G": 1539520, "D_img": 391200, "D_patch": 98544} and s.default_size == 256
+
+
+def test_models_describes_a_checkpoint_and_rejects_foreign_files(tmp_path):
+    path = save_export(build_model("ctss", {"K": 16}), tmp_path / "g.safetensors", extra={"step": 7})
+    result = CliRunner().invoke(app, ["models", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "model: ctss" in result.output and "  K: 16" in result.output and "step: 7" in result.output
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    result = CliRunner().invoke(app, ["models", str(bad)])
+    assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
