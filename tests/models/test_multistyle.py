@@ -26,6 +26,8 @@ def test_styles_change_the_output_and_mixed_batches_match_single_styles():
     assert torch.allclose(mixed[0], y0[0], atol=1e-6) and torch.allclose(mixed[1], y1[1], atol=1e-6)
     with pytest.raises(UsageError, match="out of range"):
         G(x, 2)
+    with pytest.raises(UsageError, match="integer id"):
+        G(x, "hayao")
     with pytest.raises(UsageError, match="style ids"):
         G(x, torch.tensor([0, 5]))
 

@@ -29,6 +29,7 @@ the γ, β of the style MLP are kept, since without them the style id could not 
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
@@ -119,7 +120,11 @@ class MultiStyleGenerator(nn.Module):
 
     def style_ids(self, style: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
         """Normalise ``style`` to a (B,) int64 tensor on ``device``; out-of-range ids raise UsageError."""
-        if isinstance(style, int):
+        if not isinstance(style, torch.Tensor):
+            try:
+                style = operator.index(style)  # int, numpy integer, … (not float or str)
+            except TypeError:
+                raise UsageError(f"style must be an integer id or a (B,) tensor, got {style!r}") from None
             if not 0 <= style < self.n_styles:
                 raise UsageError(f"style {style} out of range (model has {self.n_styles} styles)")
             return torch.full((batch,), style, dtype=torch.long, device=device)
