@@ -1,0 +1,53 @@
+"""Settings of `toonlab serve`: what is loaded, where it listens, and every limit (with safe defaults)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from toonlab.errors import UsageError
+
+# Upload formats recognised by their magic bytes (see toonlab.serve.app.sniff_format).
+KNOWN_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+API_KEY_ENV = "TOONLAB_API_KEY"
+
+
+@dataclass
+class ServeConfig:
+    """Everything `create_app` needs. Limits are per request unless said otherwise."""
+
+    models: list[str] = field(default_factory=list)  # export files / run dirs (optionally NAME=PATH); classic always
+    host: str = "127.0.0.1"                 # loopback unless told otherwise
+    port: int = 8000
+    device: str = "auto"                    # device of the learned models (classic runs on CPU)
+    max_upload_bytes: int = 20 * 2**20      # 413 above this (the file part; the whole body gets 64 KiB of slack)
+    max_pixels: int = 4096 * 4096           # 413 above this, read from the header before any decoding
+    allowed_formats: tuple[str, ...] = ("png", "jpeg", "webp")  # 415 for anything else (by content)
+    workers: int = 1                        # fixed pool of translation threads (torch releases the GIL)
+    queue_size: int = 4                     # requests waiting for a worker; beyond: 503 + Retry-After
+    timeout_s: float = 120.0                # per request, queueing included: 504 after this
+    retry_after_s: int = 2                  # the Retry-After header sent with 503
+    api_key: str | None = None              # required (X-API-Key / Bearer) on /v1/* when set
+    access_log: str | None = "-"            # JSON-lines access log: "-" = stderr, a path, or None = off
+    torch_threads: int = 0                  # intra-op threads per translation (0 = torch's default)
+
+    def __post_init__(self):
+        aliases = {"jpg": "jpeg", "tif": "tiff"}
+        self.allowed_formats = tuple(aliases.get(f.lower(), f.lower()) for f in self.allowed_formats)
+        bad = [f for f in self.allowed_formats if f not in KNOWN_FORMATS]
+        if bad:
+            raise UsageError(f"serve: unknown upload format {bad[0]!r} (known: {', '.join(KNOWN_FORMATS)})")
+        checks = {"port": 0 <= self.port < 65536, "max_upload_bytes": self.max_upload_bytes > 0,
+                  "max_pixels": self.max_pixels > 0, "allowed_formats": bool(self.allowed_formats),
+                  "workers": self.workers >= 1, "queue_size": self.queue_size >= 0, "timeout_s": self.timeout_s > 0,
+                  "retry_after_s": self.retry_after_s >= 0, "torch_threads": self.torch_threads >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise UsageError(f"serve: invalid {bad[0]}={getattr(self, bad[0])!r}")
+
+    @classmethod
+    def from_env(cls, **kw) -> ServeConfig:
+        """A config whose api_key comes from $TOONLAB_API_KEY (unset or empty: no key) unless given."""
+        kw.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
+        return cls(**kw)
