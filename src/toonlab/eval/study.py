@@ -247,7 +247,10 @@ class MethodScore:
 
 def report(db: str | Path) -> list[MethodScore]:
     """Mean score ± 95 % confidence half-width (Student t, n−1 dof) per method, best first."""
-    from scipy.stats import t as student_t
+    try:
+        from scipy.stats import t as student_t
+    except ImportError:
+        raise UsageError("study report needs SciPy for the t-interval: pip install 'toonlab[eval]'") from None
 
     p = Path(db)
     if not p.is_file():
