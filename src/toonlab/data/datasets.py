@@ -175,7 +175,8 @@ class UnpairedDataset(Dataset):
         except ImportError:
             raise UsageError("the model needs saliency maps: set data.saliency to a prepared folder "
                              "(toonlab.data.saliency is not available)") from None
-        sal = mbd_saliency(photo)
+        hwc = (photo.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        sal = mbd_saliency(hwc)
         return torch.as_tensor(np.asarray(sal), dtype=torch.float32)[None]
 
     def __getitem__(self, key) -> dict[str, torch.Tensor]:

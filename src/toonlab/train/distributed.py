@@ -75,13 +75,18 @@ def has_batchnorm(net: nn.Module) -> bool:
 
 def wrap_networks(networks: nn.ModuleDict, device: torch.device, sync_bn: bool = True,
                   find_unused: bool = False) -> None:
-    """Replace each trainable network in ``networks`` by its own DDP wrapper (SyncBatchNorm where it has BN)."""
+    """Replace each trainable network in ``networks`` by its own DDP wrapper (SyncBatchNorm where it has BN —
+    CUDA only: PyTorch's SyncBatchNorm has no CPU kernel, so on CPU BN statistics stay per process)."""
     for name in list(networks.keys()):
         net = networks[name]
         if not any(True for _ in net.parameters()):
             continue
         if sync_bn and has_batchnorm(net):
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            if device.type == "cuda":
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            elif env_info().is_main:
+                print(f"warning: {name}: SyncBatchNorm needs CUDA; BatchNorm statistics stay per process on "
+                      f"{device.type}", file=sys.stderr)
         for p in net.parameters():  # DDP registers its hooks on parameters that require grad at wrap time
             p.requires_grad_(True)
         ids = [device.index] if device.type == "cuda" else None
