@@ -36,6 +36,10 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", "
 # 100 megapixels: above any camera photo, below what would exhaust memory as float32 (1.2 GB per RGB copy).
 DEFAULT_MAX_PIXELS = 100_000_000
 
+# mkstemp creates files readable by the owner only; outputs get the usual permissions (0666 minus the umask).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 # extension -> (Pillow format, keeps alpha)
 _WRITE_FORMATS = {
     ".png": ("PNG", True), ".webp": ("WEBP", True), ".tif": ("TIFF", True), ".tiff": ("TIFF", True),
@@ -213,7 +217,8 @@ def _save_kwargs(fmt: str, quality: int) -> dict:
     return {}
 
 
-def _format_for(ext: str, name: str) -> tuple[str, bool]:
+def output_format(ext: str, name: str) -> tuple[str, bool]:
+    """(Pillow format, keeps alpha) for an output extension; UsageError naming ``name`` if we cannot write it."""
     ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
     if ext not in _WRITE_FORMATS:
         raise UsageError(f"{name}: cannot write '{ext}' images (use one of {', '.join(sorted(_WRITE_FORMATS))})")
@@ -222,7 +227,7 @@ def _format_for(ext: str, name: str) -> tuple[str, bool]:
 
 def encode_image(rgb, alpha=None, fmt: str = "png", quality: int = 95) -> bytes:
     """Encode rgb ((3,H,W) [0,1] tensor or (H,W,3) uint8 array) [+ alpha] as ``fmt`` (png/jpg/webp/...) bytes."""
-    pil_fmt, keeps_alpha = _format_for(fmt, f"<{fmt}>")
+    pil_fmt, keeps_alpha = output_format(fmt, f"<{fmt}>")
     buf = io.BytesIO()
     _to_pil(rgb, alpha, keeps_alpha, f"<{fmt}>").save(buf, format=pil_fmt, **_save_kwargs(pil_fmt, quality))
     return buf.getvalue()
@@ -236,7 +241,7 @@ def write_image(path: str | Path, rgb, alpha=None, *, overwrite: bool = False, q
     ``overwrite`` is False (checked again at the rename: hard-link, which fails if the name appeared meanwhile).
     """
     path = Path(path)
-    pil_fmt, keeps_alpha = _format_for(path.suffix, str(path))
+    pil_fmt, keeps_alpha = output_format(path.suffix, str(path))
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
     img = _to_pil(rgb, alpha, keeps_alpha, str(path))
@@ -245,6 +250,7 @@ def write_image(path: str | Path, rgb, alpha=None, *, overwrite: bool = False, q
     try:
         with os.fdopen(fd, "wb") as f:
             img.save(f, format=pil_fmt, **_save_kwargs(pil_fmt, quality))
+        os.chmod(tmp, 0o666 & ~_UMASK)
         if overwrite:
             os.replace(tmp, path)
         else:

@@ -1,0 +1,129 @@
+"""Batch translation of image files: inputs (files, folders, globs) -> one output file each.
+
+The batch never stops at a bad file: unreadable inputs, failing translations and unwritable outputs are collected in
+``BatchSummary.failed`` (one line each), existing outputs are skipped unless ``overwrite``. Outputs keep the
+inputs' relative sub-folders and get the input's alpha channel back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from toonlab.errors import ToonlabError, UsageError
+from toonlab.io import (DEFAULT_MAX_PIXELS, LoadedImage, OutputExistsError, expand_inputs, output_format,
+                        read_image, write_image)
+
+Translate = Callable[[LoadedImage], torch.Tensor]
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: outputs written, outputs skipped (they existed), inputs failed with a one-line message."""
+
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+
+
+def output_path(rel: Path, out_dir: Path, suffix: str | None, ext: str | None) -> Path:
+    """out_dir / rel's folder / rel's stem + suffix + (ext or rel's extension, lower-cased)."""
+    new_ext = ext if ext is not None else rel.suffix.lower()
+    return out_dir / rel.parent / f"{rel.stem}{suffix or ''}{new_ext}"
+
+
+def _normalize_ext(ext: str | None) -> str | None:
+    if ext is None:
+        return None
+    ext = ext.lower() if ext.startswith(".") else "." + ext.lower()
+    output_format(ext, "--ext")  # UsageError for formats we cannot write
+    return ext
+
+
+def _matching_alpha(alpha: torch.Tensor | None, hw: tuple[int, int]) -> torch.Tensor | None:
+    """The input's alpha (1,h,w) resized to the output's size if the translator changed it."""
+    if alpha is None or tuple(alpha.shape[-2:]) == hw:
+        return alpha
+    return F.interpolate(alpha[None], size=hw, mode="bilinear", align_corners=False)[0].clamp_(0, 1)
+
+
+def _one_line(path: Path, e: BaseException) -> str:
+    if isinstance(e, ToonlabError):
+        return str(e).splitlines()[0] if str(e) else f"{path}: {type(e).__name__}"
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{path}: {type(e).__name__}: {first}" if first else f"{path}: {type(e).__name__}"
+
+
+def _process(src: Path, dst: Path, translate: Translate, overwrite: bool, max_pixels: int | None,
+             quality: int) -> None:
+    loaded = read_image(src, max_pixels=max_pixels)
+    rgb = translate(loaded)
+    if not isinstance(rgb, torch.Tensor) or rgb.ndim != 3 or rgb.shape[0] != 3:
+        got = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+        raise ToonlabError(f"{src}: the translator returned {got}, expected an rgb (3,H,W) tensor")
+    alpha = _matching_alpha(loaded.alpha, tuple(rgb.shape[-2:]))
+    write_image(dst, rgb, alpha, overwrite=overwrite, quality=quality)
+
+
+def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Translate, *, suffix: str | None = None,
+              ext: str | None = None, overwrite: bool = False, progress: bool = True, recursive: bool = True,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, quality: int = 95) -> BatchSummary:
+    """Translate every image named by ``inputs`` into ``out_dir``.
+
+    ``translate(loaded) -> rgb (3,H,W) in [0,1]``. Output names: the input's path relative to its folder / glob
+    root, with ``suffix`` appended to the stem and ``ext`` (png, jpg, webp, ...) or the input's extension.
+    Raises UsageError (exit 2) when nothing matched or ``ext`` is not writable; everything else is per file.
+    """
+    out_dir = Path(out_dir)
+    ext = _normalize_ext(ext)
+    pairs = expand_inputs(list(inputs), recursive=recursive, exclude=out_dir)
+    if not pairs:
+        raise UsageError(f"no images found in: {' '.join(str(i) for i in inputs)}")
+    summary = BatchSummary()
+    claimed: dict[Path, Path] = {}
+
+    def one(src: Path, rel: Path) -> None:
+        dst = output_path(rel, out_dir, suffix, ext)
+        if dst in claimed:
+            summary.failed.append((src, f"{src}: output {dst} would collide with the output of {claimed[dst]}"))
+            return
+        claimed[dst] = src
+        if dst.exists() and not overwrite:
+            summary.skipped.append(dst)
+            return
+        try:
+            _process(src, dst, translate, overwrite, max_pixels, quality)
+        except OutputExistsError:  # appeared while we were working
+            summary.skipped.append(dst)
+        except Exception as e:  # the batch never stops at a bad file; Ctrl-C still does
+            summary.failed.append((src, _one_line(src, e)))
+        else:
+            summary.done.append(dst)
+
+    if progress and len(pairs) > 1:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[name]}"))
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("images", total=len(pairs), name="")
+            for src, rel in pairs:
+                bar.update(task, name=src.name)
+                one(src, rel)
+                bar.advance(task)
+    else:
+        for src, rel in pairs:
+            one(src, rel)
+    return summary

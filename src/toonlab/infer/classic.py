@@ -1,0 +1,205 @@
+"""The learning-free cartoonizer: the "image abstraction" baseline of the papers and the default of
+``toonlab cartoonize`` (no weights, no download).
+
+Pipeline (in the spirit of Winnemöller et al. 2006, "Real-time video abstraction", with the guided filter of
+He et al. 2010 as the edge-preserving smoother):
+
+1. **Smoothing** — ``iterations`` rounds of the self-guided filter (each channel guided by itself, radius
+   ``radius``, regulariser ``eps``). Our choice, for speed: the rounds run at a *working resolution* (short side
+   ``work_size``), and, as in the fast guided filter (He & Sun 2015), only the linear coefficients (A, B) are brought
+   back to full size — the rounds compose into one affine map per pixel, q = A·I + B, applied to the full-resolution
+   photo I, so region boundaries stay as sharp as the input's.
+2. **Colour quantisation** — luminance Y (BT.601) snapped to ``levels`` flat bands with soft steps (``sharpness``),
+   the chroma of the smoothed image kept and scaled by ``saturation``: out = Y_q + saturation · (q − Y).
+3. **Lines** — a difference of Gaussians on the smoothed luminance (σ = ``line_sigma``, 1.6σ; XDoG's soft
+   threshold, Winnemöller 2012), inked where it falls below −``line_threshold``, darkening by up to
+   ``line_strength``; computed at the working resolution so lines keep the same relative width at any size.
+
+Every length (radius, line_sigma) is in working-resolution pixels; images smaller than ``work_size`` scale them
+down, so the look does not depend on the photo's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from toonlab.errors import UsageError
+from toonlab.ops import box_filter
+
+# BT.601 luma weights (the rgb_to_gray of toonlab.ops).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass
+class ClassicConfig:
+    """Knobs of the classic cartoonizer (lengths in pixels of the working resolution)."""
+
+    work_size: int = 720          # short side of the working resolution (0 = work at full size)
+    radius: int = 5               # guided-filter window radius
+    eps: float = 0.004            # guided-filter regulariser, in squared [0,1] units: flattens texture below ~0.06
+    iterations: int = 2           # rounds of self-guided filtering
+    levels: int = 8               # luminance bands
+    sharpness: float = 40.0       # tanh slope of the band steps, per band width; large = hard steps
+    saturation: float = 1.35      # chroma gain
+    line_strength: float = 0.85   # 0 = no lines, 1 = black lines
+    line_sigma: float = 1.2       # inner Gaussian of the DoG
+    line_threshold: float = 0.003  # DoG response (in [0,1] luminance) below which ink starts
+    line_gain: float = 80.0       # XDoG φ: how fast ink saturates past the threshold
+
+    def __post_init__(self):
+        checks = {
+            "work_size": self.work_size >= 0, "radius": self.radius >= 1, "eps": self.eps > 0,
+            "iterations": self.iterations >= 0, "levels": self.levels >= 2, "sharpness": self.sharpness > 0,
+            "saturation": self.saturation >= 0, "line_strength": 0 <= self.line_strength <= 1,
+            "line_sigma": self.line_sigma > 0, "line_threshold": self.line_threshold >= 0,
+            "line_gain": self.line_gain > 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise UsageError(f"classic cartoonizer: invalid {bad[0]}={getattr(self, bad[0])!r}")
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) -> (B,1,H,W) BT.601 luminance (three one-channel passes, no 3-channel temporary)."""
+    y = x[:, 0:1] * _LUMA[0]
+    y.add_(x[:, 1:2], alpha=_LUMA[1])
+    return y.add_(x[:, 2:3], alpha=_LUMA[2])
+
+
+def _smoothing_coefficients(x: torch.Tensor, r: int, eps: float, iterations: int) -> tuple[torch.Tensor, ...]:
+    """Rounds of the per-channel self-guided filter on x (B,3,h,w), composed into one affine map.
+
+    Round k (He et al. 2010, eqs. 5, 6, 8 with I = p): a = σ²/(σ² + eps), b = (1 − a)·μ, x_k = mean(a)·x_{k-1} +
+    mean(b). Composition: x_n = A·x_0 + B. Returns (A, B, x_1), each (B,3,h,w): x_1, the image after the first
+    round, is what lines are drawn from (later rounds wash out thin structures such as railings or lattices).
+    """
+    a_tot = torch.ones_like(x)
+    b_tot = torch.zeros_like(x)
+    first = x
+    for k in range(iterations):
+        m = box_filter(torch.cat([x, x * x], 1), r)
+        mean, var = m[:, :3], (m[:, 3:] - m[:, :3] ** 2).clamp_(min=0)
+        a = var / (var + eps)
+        b = (1 - a) * mean
+        ab = box_filter(torch.cat([a, b], 1), r)
+        a_k, b_k = ab[:, :3], ab[:, 3:]
+        x = torch.addcmul(b_k, a_k, x)
+        b_tot = torch.addcmul(b_k, a_k, b_tot)
+        a_tot = a_tot * a_k
+        if k == 0:
+            first = x
+    return a_tot, b_tot, first
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (B,1,h,w), radius 3σ, replicate borders (works on any size)."""
+    rad = max(1, int(math.ceil(3 * sigma)))
+    t = torch.arange(-rad, rad + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t * t) / (2 * sigma * sigma))
+    k = k / k.sum()
+    x = F.conv2d(F.pad(x, (rad, rad, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, rad, rad), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def _ink(y: torch.Tensor, cfg: ClassicConfig, scale: float) -> torch.Tensor:
+    """XDoG-style ink map in [0,1) from luminance y (B,1,h,w): 1 = full line, 0 = paper."""
+    sigma = cfg.line_sigma * scale
+    dog = _gaussian_blur(y, sigma) - _gaussian_blur(y, 1.6 * sigma)  # < 0 on the dark side of an edge
+    return torch.tanh((-dog - cfg.line_threshold).clamp_(min=0) * cfg.line_gain)
+
+
+def _quantize_luma(y: torch.Tensor, levels: int, sharpness: float) -> torch.Tensor:
+    """Soft luminance quantisation (Winnemöller 2006, eq. 6): the nearest of ``levels`` band centres, with a tanh
+    step of slope ``sharpness`` (per band width) at the band edges so that bands do not alias."""
+    t = y * levels
+    idx = torch.floor(t).clamp_(0, levels - 1)
+    f = t.sub_(idx).sub_(0.5)  # position inside the band, [-0.5, 0.5)
+    # g(f) = 0 in the band's middle, ±0.5 (the band edge, reached continuously from both sides) at f = ±0.5
+    g = torch.tanh((f - 0.5) * sharpness).add_(torch.tanh(f.add_(0.5).mul_(sharpness))).mul_(0.5)
+    return idx.add_(0.5).add_(g).mul_(1.0 / levels)
+
+
+def _upsample_rows(low: torch.Tensor, i0: int, i1: int, size: tuple[int, int]) -> torch.Tensor:
+    """Rows [i0, i1) of ``F.interpolate(low, size, mode="bilinear", align_corners=False)`` without making the
+    full-size tensor: a lerp between two low-resolution rows along H, then interpolate along W only."""
+    (h, w), hs = size, low.shape[-2]
+    scale = hs / h
+    src = ((torch.arange(i0, i1, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0)
+    r0 = src.floor().long().clamp_(max=hs - 1)
+    r1 = (r0 + 1).clamp_(max=hs - 1)
+    weight = (src - r0).to(low.dtype).view(1, 1, -1, 1)
+    rows = torch.lerp(low.index_select(2, r0), low.index_select(2, r1), weight)
+    return F.interpolate(rows, size=(i1 - i0, w), mode="bilinear", align_corners=False)
+
+
+def _finish(x: torch.Tensor, ab: torch.Tensor, cfg: ClassicConfig, out: torch.Tensor) -> None:
+    """Full-resolution assembly of one strip: x (B,3,n,W) photo rows; ab (B,6 or 7,n,W) = [sat·A, sat·B, ink?];
+    writes the cartoon rows into ``out`` (B,3,n,W)."""
+    s = torch.addcmul(ab[:, 3:6], ab[:, 0:3], x)  # sat·q, q = A·x + B (fast guided filter output)
+    y_sat = _luma(s)
+    y = y_sat / cfg.saturation if cfg.saturation > 0 else _luma(x)
+    d = _quantize_luma(y, cfg.levels, cfg.sharpness).sub_(y_sat)  # out = Y_q + sat·(q − Y) = s + (Y_q − sat·Y)
+    if ab.shape[1] == 7:
+        m = ab[:, 6:7].mul(-cfg.line_strength).add_(1.0)  # ink darkens multiplicatively
+        torch.addcmul(d.mul_(m), s, m, out=out)  # (s + d)·m in one pass over the 3 channels
+    else:
+        torch.add(s, d, out=out)
+    out.clamp_(0.0, 1.0)
+
+
+_STRIP_BYTES = 1 << 24  # full-resolution strips of ~16 MiB of coefficients: temporaries stay in cache, few ops
+
+
+@torch.inference_mode()
+def cartoonize_classic(rgb: torch.Tensor, config: ClassicConfig | None = None, **knobs) -> torch.Tensor:
+    """Cartoonize photos without learning. rgb (B,3,H,W) or (3,H,W) in [0,1] -> same shape in [0,1].
+
+    A 4th channel (alpha) is passed through unchanged. ``knobs`` override fields of ``config`` (see ClassicConfig).
+    """
+    cfg = config or ClassicConfig()
+    if knobs:
+        unknown = sorted(set(knobs) - {f.name for f in dataclasses.fields(ClassicConfig)})
+        if unknown:
+            raise UsageError(f"cartoonize_classic: unknown knob {unknown[0]!r}")
+        cfg = dataclasses.replace(cfg, **knobs)
+    if not isinstance(rgb, torch.Tensor) or not rgb.is_floating_point() or rgb.ndim not in (3, 4) \
+            or rgb.shape[-3] not in (3, 4):
+        got = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+        raise UsageError(f"cartoonize_classic: expected a float (B,3,H,W) tensor in [0,1], got {got}")
+    if rgb.ndim == 3:
+        return cartoonize_classic(rgb[None], cfg)[0]
+    if rgb.shape[1] == 4:
+        return torch.cat([cartoonize_classic(rgb[:, :3], cfg), rgb[:, 3:]], 1)
+    out_dtype = rgb.dtype
+    x = rgb.float().contiguous() if rgb.dtype in (torch.float16, torch.bfloat16) else rgb.contiguous()
+    h, w = x.shape[-2:]
+    short = min(h, w)
+    factor = short / cfg.work_size if cfg.work_size and short > cfg.work_size else 1.0
+    scale = min(short, cfg.work_size) / cfg.work_size if cfg.work_size else 1.0  # lengths for small images
+    small = x
+    if factor > 1.0:
+        small = F.interpolate(x, size=(max(1, round(h / factor)), max(1, round(w / factor))), mode="area")
+    r = min(max(1, round(cfg.radius * scale)), min(small.shape[-2:]) - 1)
+    a, b, line_src = _smoothing_coefficients(small, r, cfg.eps, cfg.iterations if r >= 1 else 0)
+    # Saturation folded into the affine map (free at low resolution): s = sat·(A·x + B), luma(s) = sat·Y.
+    parts = [a.mul_(cfg.saturation), b.mul_(cfg.saturation)]
+    if cfg.line_strength > 0:
+        parts.append(_ink(_luma(line_src), cfg, scale))
+    coef = torch.cat(parts, 1)  # (B, 6|7, h', w') at the working resolution
+    del a, b, parts, line_src
+    out = torch.empty_like(x)
+    if factor == 1.0:
+        _finish(x, coef, cfg, out)
+        return out.to(out_dtype)
+    # Fast guided filter: coefficients (and ink) bilinearly brought to full size strip by strip, applied to the
+    # full-resolution photo; each strip's temporaries stay in cache.
+    rows = max(8, _STRIP_BYTES // (coef.shape[0] * coef.shape[1] * w * coef.element_size()))
+    for i0 in range(0, h, rows):
+        i1 = min(h, i0 + rows)
+        _finish(x[:, :, i0:i1], _upsample_rows(coef, i0, i1, (h, w)), cfg, out[:, :, i0:i1])
+    return out.to(out_dtype)
