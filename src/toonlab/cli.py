@@ -197,6 +197,60 @@ def prepare_check(src: str = typer.Argument(..., help="Dataset folder."),
 # ---- end prepare ----------------------------------------------------------------------------------------------
 
 
+# ---- cartoonize (owner: IO engineer; INFER engineer extends _make_translate) ------------------------------------
+_CLASSIC = "Classic cartoonizer (default: toonlab.infer.classic.ClassicConfig)"
+
+
+def _make_translate(classic_knobs: dict):
+    """The per-image function of `cartoonize`: LoadedImage -> rgb (3,H,W) in [0,1]. Today: the classic
+    (learning-free) cartoonizer with the given knobs (None = default); bad knob values are usage errors."""
+    from toonlab.infer.classic import ClassicConfig, cartoonize_classic
+
+    config = ClassicConfig(**{k: v for k, v in classic_knobs.items() if v is not None})
+    return lambda loaded: cartoonize_classic(loaded.rgb[None], config)[0]
+
+
+@app.command("cartoonize")
+def cartoonize_cmd(
+        inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns "
+                                                     "(quote them: 'photos/**/*.jpg')."),
+        out: str = typer.Option(..., "--out", "-o", help="Output folder (keeps the inputs' sub-folders)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
+        ext: str = typer.Option(None, "--ext", help="Output format: png, jpg, webp, bmp, tif, gif (default: the "
+                                                    "input's)."),
+        suffix: str = typer.Option("", "--suffix", help="Appended to each output's file name stem, e.g. _toon."),
+        quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        work_size: int = typer.Option(None, "--work-size", help="Short side of the working resolution (0 = full).",
+                                      rich_help_panel=_CLASSIC),
+        radius: int = typer.Option(None, "--radius", help="Guided-filter radius (working-resolution pixels).",
+                                   rich_help_panel=_CLASSIC),
+        eps: float = typer.Option(None, "--eps", help="Guided-filter eps: larger flattens more.",
+                                  rich_help_panel=_CLASSIC),
+        iterations: int = typer.Option(None, "--iterations", help="Smoothing rounds.", rich_help_panel=_CLASSIC),
+        levels: int = typer.Option(None, "--levels", help="Luminance bands.", rich_help_panel=_CLASSIC),
+        saturation: float = typer.Option(None, "--saturation", help="Chroma gain (1 = unchanged).",
+                                         rich_help_panel=_CLASSIC),
+        line_strength: float = typer.Option(None, "--line-strength", help="0 = no lines … 1 = black lines.",
+                                            rich_help_panel=_CLASSIC),
+        line_threshold: float = typer.Option(None, "--line-threshold", help="Edge response where ink starts "
+                                                                            "(smaller = more lines).",
+                                             rich_help_panel=_CLASSIC)):
+    """Cartoonize images (files, folders, globs) into an output folder. Exit 0 all done, 1 some failed, 2 usage."""
+    from toonlab.infer.batch import run_batch
+
+    translate = _make_translate(dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations,
+                                     levels=levels, saturation=saturation, line_strength=line_strength,
+                                     line_threshold=line_threshold))
+    summary = run_batch(inputs, out, translate, suffix=suffix, ext=ext, overwrite=overwrite,
+                        progress=not no_progress, quality=quality)
+    for _, message in summary.failed:
+        typer.echo(f"failed: {message}", err=True)
+    typer.echo(f"cartoonize: {summary.line()} -> {out}")
+    raise typer.Exit(0 if summary.ok else 1)
+# ---- end cartoonize -----------------------------------------------------------------------------------------
+
+
 # ---- train (owner: TRAIN engineer) --------------------------------------------------------------------------
 @app.command("train")
 def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. configs/ctss.yaml); omit with --resume."),
