@@ -9,15 +9,13 @@ import torch
 from toonlab.nn.inception import FID_WEIGHTS_FILE, FIDInceptionV3
 
 
-def random_inception_state(seed: int = 0, with_counters: bool = False) -> dict[str, torch.Tensor]:
-    """A random state dict with FIDInceptionV3's own keys and shapes; BN variances positive; like the 2019 file,
-    without the ``num_batches_tracked`` counters unless ``with_counters``."""
+def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict generated from FIDInceptionV3's own keys and shapes; BN variances positive; like the
+    2019 file, without the ``num_batches_tracked`` counters."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in FIDInceptionV3().state_dict().items():
         if k.endswith("num_batches_tracked"):
-            if with_counters:
-                out[k] = torch.tensor(0)
             continue
         r = torch.randn(v.shape, generator=g)
         if k.endswith("running_var"):
@@ -26,12 +24,6 @@ def random_inception_state(seed: int = 0, with_counters: bool = False) -> dict[s
             r = r * (2.0 / v[0].numel()) ** 0.5  # He scale keeps activations finite through 94 layers
         out[k] = r
     return out
-
-
-@pytest.fixture(scope="session")
-def make_inception_state():
-    """The :func:`random_inception_state` factory (tests can't import conftest modules)."""
-    return random_inception_state
 
 
 @pytest.fixture(scope="session")

@@ -58,11 +58,14 @@ def test_tf_compatible_pools():
     assert not torch.equal(F.avg_pool2d(x, 3, 1, 1), torch.ones_like(x))  # the default would dilute the border
 
 
-def test_loads_file_from_torch_home_and_features_are_deterministic(fid_torch_home, monkeypatch, astronaut,
-                                                                  make_inception_state):
+def _written(torch_home):
+    return torch.load(torch_home / "hub" / "checkpoints" / FID_WEIGHTS_FILE, weights_only=True)
+
+
+def test_loads_file_from_torch_home_and_features_are_deterministic(fid_torch_home, monkeypatch, astronaut):
     monkeypatch.setenv("TORCH_HOME", str(fid_torch_home))
     net, fingerprint = load_fid_inception(download=False)
-    written = make_inception_state()
+    written = _written(fid_torch_home)
     got = net.state_dict()
     assert set(written) <= set(got)
     assert all(torch.equal(got[k], v) for k, v in written.items())
@@ -79,12 +82,15 @@ def test_loads_file_from_torch_home_and_features_are_deterministic(fid_torch_hom
     assert torch.equal(a, b)
 
 
-def test_explicit_path_and_counters(tmp_path, make_inception_state):
+def test_explicit_path_and_counters(tmp_path, fid_torch_home):
+    state = _written(fid_torch_home)
+    state.update({k: torch.tensor(7) for k in FIDInceptionV3().state_dict() if k.endswith("num_batches_tracked")})
     path = tmp_path / "inception.pth"
-    torch.save(make_inception_state(seed=1, with_counters=True), path)
+    torch.save(state, path)
     net, fp1 = load_fid_inception(path)
-    assert torch.equal(net.state_dict()["fc.bias"], make_inception_state(seed=1)["fc.bias"])
-    torch.save(make_inception_state(seed=2), path)
+    assert torch.equal(net.state_dict()["fc.bias"], state["fc.bias"])
+    state["fc.bias"] += 1
+    torch.save(state, path)
     assert load_fid_inception(path)[1] != fp1  # the cache key follows the weights
 
 
@@ -97,8 +103,8 @@ def test_missing_weights_error_names_file_url_and_folder(tmp_path, monkeypatch):
     assert "\n" not in msg
 
 
-def test_renamed_or_foreign_state_dict_is_rejected(tmp_path, make_inception_state):
-    bad = make_inception_state()
+def test_renamed_or_foreign_state_dict_is_rejected(tmp_path, fid_torch_home):
+    bad = _written(fid_torch_home)
     bad["Mixed_7c.branch_pool.conv.weight_renamed"] = bad.pop("Mixed_7c.branch_pool.conv.weight")
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(MissingWeightsError, match="not a pytorch-fid Inception"):
