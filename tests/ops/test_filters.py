@@ -167,3 +167,22 @@ def test_guided_filter_gradcheck(guide_channels):
 def test_guided_filter_bad_input(p, guide, r, eps, message):
     with pytest.raises(ToonlabError, match=message):
         guided_filter(p, guide, r, eps)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_streamed_path_column_slabs_and_threads_agree_with_graph_path(threads):
+    # One wide image: the streamed path splits it into column slabs run on threads (also under inference_mode,
+    # which is thread-local); the result must not depend on the split.
+    p = torch.rand(1, 3, 37, 160, dtype=torch.float64)
+    gray = p.mean(1, keepdim=True)
+    expected = [guided_filter(p.clone().requires_grad_(), g, 3, 0.05).detach() for g in (p.clone(), gray)]
+    expected.append(box_filter(p.clone().requires_grad_(), 4).detach())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            got = [guided_filter(p, p, 3, 0.05), guided_filter(p, gray, 3, 0.05), box_filter(p, 4)]
+    finally:
+        torch.set_num_threads(before)
+    for out, ref in zip(got, expected):
+        torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
