@@ -41,20 +41,22 @@ def classic_model() -> ServedModel:
     def run(rgb: torch.Tensor, style: str | None) -> torch.Tensor:
         return cartoonize_classic(rgb, cfg)
 
-    return ServedModel("classic", "classic", run, info={"work_size": cfg.work_size})
+    return ServedModel("classic", "classic", run, info={"direction": "photo2cartoon", "work_size": cfg.work_size})
 
 
 def checkpoint_model(name: str, source: str, device: str = "auto") -> ServedModel:
     """A trained model from an export file or a run dir, through the INFER engineer's Translator."""
     from toonlab.infer.translator import Translator
 
+    # The Translator applies the model's own recipe (e.g. CTSS's +40 % saturation); the request's strength and
+    # keep_colors come after, in `finish` (the same order as toonlab.infer.postprocess).
     tr = Translator.load(source, device=device)
-    styles = tuple(tr.styles or ())
 
     def run(rgb: torch.Tensor, style: str | None) -> torch.Tensor:
-        return tr(rgb, style=style)
+        return tr.translate_tensor(rgb, style)
 
-    return ServedModel(name, tr.model_name, run, styles=styles, size_multiple=int(tr.size_multiple))
+    return ServedModel(name, tr.name, run, styles=tuple(tr.styles), size_multiple=int(tr.size_multiple),
+                       info={"direction": tr.direction})
 
 
 def parse_model_specs(specs: list[str]) -> list[tuple[str, str]]:
