@@ -65,6 +65,14 @@ def test_edge_map_flat_image_is_zero_and_float32_works():
     assert e.dtype == torch.float32 and e.min().item() == 0.0 and e.max().item() == pytest.approx(1.0)
 
 
+def test_edge_map_min_range_floors_round_off_only():
+    flat = torch.full((1, 3, 8, 8), 0.25, dtype=torch.float64) + 1e-8 * torch.rand(1, 3, 8, 8, dtype=torch.float64)
+    assert ctss_edge_map(flat).max().item() == pytest.approx(1.0)  # round-off stretched to [0, 1]
+    assert ctss_edge_map(flat, min_range=1e-3).max().item() < 1e-4
+    edge = torch.cat([_impulse(2, 2), _impulse(0, 0, (0.25, 0.25, 0.25))])  # range 8 >> 1e-3: unchanged
+    torch.testing.assert_close(ctss_edge_map(edge, min_range=1e-3), ctss_edge_map(edge))
+
+
 def test_edge_map_gradcheck():
     x = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: ctss_edge_map(t, normalize="image"), (x,))
