@@ -69,3 +69,17 @@ def test_evaluate_offline_without_weights(folders, tmp_path, monkeypatch):
     assert "edge_f1" in r.output
     r = runner.invoke(app, ["evaluate", "--outputs", str(out), "--reference", str(truth), "--metrics", "lpips"])
     assert r.exit_code == 2 and "unknown lpips" in r.output
+
+
+def test_evaluate_translates_with_a_model(folders, tmp_path):
+    photos, truth = folders
+    runner = CliRunner()
+    js, out = tmp_path / "s.json", tmp_path / "translated"
+    r = runner.invoke(app, ["evaluate", "--model", "classic", "--photos", str(photos), "--cartoons", str(truth),
+                            "--metrics", "ssim,edge_f1", "--out", str(out), "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(js.read_text())
+    assert sorted(p.name for p in out.glob("*.png")) == ["s0.png", "s1.png", "s2.png"]
+    assert res["scores"]["ssim"] == pytest.approx(score_folders(out, truth, ("ssim",)).mean()["ssim"])
+    r = runner.invoke(app, ["evaluate", "--model", "classic", "--photos", str(photos)])
+    assert r.exit_code == 2 and "--cartoons" in r.output
