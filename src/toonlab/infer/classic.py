@@ -106,9 +106,12 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, rad, rad), mode="replicate"), k.view(1, 1, -1, 1))
 
 
+_MIN_LINE_SIGMA = 0.7  # on small images lines stay at least ~1 px wide instead of vanishing
+
+
 def _ink(y: torch.Tensor, cfg: ClassicConfig, scale: float) -> torch.Tensor:
     """XDoG-style ink map in [0,1) from luminance y (B,1,h,w): 1 = full line, 0 = paper."""
-    sigma = cfg.line_sigma * scale
+    sigma = max(cfg.line_sigma * scale, _MIN_LINE_SIGMA)
     dog = _gaussian_blur(y, sigma) - _gaussian_blur(y, 1.6 * sigma)  # < 0 on the dark side of an edge
     return torch.tanh((-dog - cfg.line_threshold).clamp_(min=0) * cfg.line_gain)
 
