@@ -117,3 +117,12 @@ def test_phone_viewport(site, browser_context, tmp_path, photo_small):
     page.screenshot(path=str(shot), full_page=True)
     _keep(shot, "serve-screenshot-phone.png")
     page.close()
+
+
+def test_api_docs_render_offline(site, browser_context):
+    """/docs is Swagger UI from local files (no CDN): the operations appear without internet."""
+    page = browser_context.new_page()
+    page.goto(site + "/docs")
+    page.wait_for_selector(".opblock-summary-path[data-path='/v1/cartoonize']", timeout=30_000)
+    assert page.locator(".opblock").count() >= 3
+    page.close()

@@ -28,9 +28,11 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.requests import ClientDisconnect
+from starlette.staticfiles import StaticFiles
 
 from toonlab import __version__
 from toonlab.errors import ToonlabError
@@ -218,7 +220,9 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
         pool.close(wait=False)
         log.close()
 
+    swagger_assets = _swagger_assets()
     app = FastAPI(title="toonlab", version=__version__, lifespan=lifespan,
+                  docs_url=None if swagger_assets else "/docs",
                   description="Photo → cartoon translation. Endpoints under /v1 need the API key (header "
                               f"`X-API-Key` or `Authorization: Bearer`) when the server has ${API_KEY_ENV} set.")
     app.state.config, app.state.models, app.state.pool = config, models, pool
@@ -233,6 +237,16 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
             "content-security-policy": "default-src 'self'; img-src 'self' blob: data:; "
                                        "style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
             "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"})
+
+    if swagger_assets:  # the API docs from local files: they render without internet
+        app.mount("/docs-assets", StaticFiles(directory=swagger_assets), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs():
+            return get_swagger_ui_html(openapi_url=app.openapi_url, title="toonlab API",
+                                       swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                       swagger_css_url="/docs-assets/swagger-ui.css",
+                                       swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     @app.get("/healthz", summary="Liveness: ok, the models held and the work queue's fill")
     async def healthz():
@@ -314,6 +328,16 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     return _wrap(app, config, log)
+
+
+def _swagger_assets() -> str | None:
+    """Folder of a locally installed Swagger UI (package swagger-ui-bundle-v2, in the ``serve`` extra), or None:
+    then /docs is FastAPI's own page, whose scripts come from a CDN."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    return swagger_ui_bundle.swagger_ui_path
 
 
 def _wrap(app: FastAPI, config: ServeConfig, log: AccessLog) -> FastAPI:
