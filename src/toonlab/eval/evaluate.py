@@ -64,7 +64,8 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
       score against ``targets``; whenever ``targets`` is given it is the FID reference and the weighted FID
       0.8·FID(outputs, targets) + 0.2·FID(outputs, inputs) is added. ``model`` = export / run dir / "classic".
     - ``outputs`` + ``reference`` (+ ``inputs`` for the weighted FID): score two existing folders.
-    Paired scores are computed where output and reference file names match.
+    Paired scores (PSNR/SSIM/edge F1) use ``cartoons`` (with ``photos``) or the reference as the truths, where
+    file names match the outputs'.
     """
     res = EvalResult()
     if outputs is not None:
@@ -73,6 +74,7 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
         out_dir, ref_dir = Path(outputs), Path(reference)
         in_dir = Path(inputs) if inputs else None
         weighted = in_dir is not None
+        truth_dir = ref_dir
     else:
         if model is None:
             raise UsageError("give --model CKPT (or 'classic') with --photos/--cartoons, or --outputs and --reference")
@@ -84,8 +86,9 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
         if ref_dir is None:
             raise UsageError("--photos needs --cartoons DIR (reference cartoons) to score against")
         weighted = targets is not None
+        truth_dir = Path(cartoons) if photos is not None and cartoons is not None else ref_dir
         out_dir = None
-    for label, p in (("inputs", in_dir), ("reference", ref_dir), ("outputs", out_dir)):
+    for label, p in (("inputs", in_dir), ("reference", ref_dir), ("truth", truth_dir), ("outputs", out_dir)):
         if p is not None and not p.is_dir():
             raise UsageError(f"{label} folder not found: {p}")
 
@@ -103,9 +106,9 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
 
     if out_dir is None:
         out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="toonlab-eval-"))
-        from toonlab.eval.experiment import _translate_folder
+        from toonlab.eval.experiment import translate_folder
 
-        res.failed += _translate_folder(model, in_dir, out_dir, device)
+        res.failed += translate_folder(model, in_dir, out_dir, device)
     res.outputs = str(out_dir)
     res.counts = {"outputs": len(_names(out_dir)), "reference": len(_names(ref_dir))}
     if in_dir is not None:
@@ -113,15 +116,15 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
 
     paired = [m for m in metrics if m in PAIRED_METRICS]
     if paired:
-        if _names(out_dir) & _names(ref_dir):
+        if _names(out_dir) & _names(truth_dir):
             from toonlab.eval.metrics import score_folders
 
-            ps = score_folders(out_dir, ref_dir, tuple(paired))
+            ps = score_folders(out_dir, truth_dir, tuple(paired))
             res.scores.update(ps.mean())
             res.counts["paired"] = len(ps.per_image)
             res.failed += ps.failed
         else:
-            res.notes.append(f"{', '.join(paired)} skipped: no output has a same-named true image in {ref_dir}")
+            res.notes.append(f"{', '.join(paired)} skipped: no output has a same-named true image in {truth_dir}")
     if evaluator is not None:
         from toonlab.eval.fid import SmallSampleWarning, kernel_inception_distance, weighted_fid
 

@@ -162,7 +162,7 @@ def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Pat
     return export
 
 
-def _translate_folder(model_ref: str, inputs: Path, out_dir: Path, device: str) -> list[tuple[str, str]]:
+def translate_folder(model_ref: str, inputs: Path, out_dir: Path, device: str) -> list[tuple[str, str]]:
     """Translate every image of ``inputs`` into ``out_dir`` (same relative names, PNG); returns failures."""
     import torch
 
@@ -224,7 +224,7 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
                                            log))
             o = out_dir / "outputs" / slug(row.name) / slug(d.name)
             log(f"translating {d.test_inputs} with {row.name}")
-            failures += [f"{row.name}/{d.name}: {p}: {m}" for p, m in _translate_folder(
+            failures += [f"{row.name}/{d.name}: {p}: {m}" for p, m in translate_folder(
                 model_ref, Path(d.test_inputs), o, spec.device)]
             outputs[key] = o
             cell: dict[str, float | None] = {m: None for m in metrics}
