@@ -194,7 +194,9 @@ class StudyServer:
                 if u.path == "/img":
                     t = server._trial(q.get("trial", ""))
                     slot = q.get("slot", "")
-                    if t is None or not slot.isdigit() or int(slot) >= len(t[2]):
+                    # a trial from an earlier session may name a method this server no longer serves
+                    if (t is None or not slot.isdigit() or int(slot) >= len(t[2])
+                            or t[2][int(slot)] not in server.data.methods):
                         return self._json({"error": "unknown trial or slot"}, HTTPStatus.NOT_FOUND)
                     path = server.data.methods[t[2][int(slot)]] / t[1]
                     ctype = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
