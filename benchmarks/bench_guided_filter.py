@@ -25,18 +25,20 @@ from skimage import data
 from toonlab.ops import guided_filter
 
 
-def _interleaved_seconds(fns, runs: int) -> list[list[float]]:
-    """Wall times of each fn over ``runs`` rounds, alternating the fns within a round so that both see the same
-    background load (the machine may be shared)."""
+def _interleaved_seconds(fns, runs: int) -> tuple[list[list[float]], list[list[float]]]:
+    """Wall and CPU (all threads of this process) times of each fn over ``runs`` rounds, alternating the fns within
+    a round so that both see the same background load (the machine may be shared)."""
     for fn in fns:
         fn()  # warm-up (allocator, page faults, OpenCV's thread pool)
     times = [[] for _ in fns]
+    cpu = [[] for _ in fns]
     for _ in range(runs):
-        for fn, bucket in zip(fns, times):
-            t0 = time.perf_counter()
+        for fn, bucket, cpu_bucket in zip(fns, times, cpu):
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             bucket.append(time.perf_counter() - t0)
-    return times
+            cpu_bucket.append(time.process_time() - c0)
+    return times, cpu
 
 
 def main() -> None:
@@ -70,7 +72,7 @@ def main() -> None:
         def theirs():
             return cv2.ximgproc.guidedFilter(guide_np, rgb, r, eps)
 
-        ours_times, theirs_times = _interleaved_seconds([ours, theirs], args.runs)
+        (ours_times, theirs_times), (ours_cpu, theirs_cpu) = _interleaved_seconds([ours, theirs], args.runs)
         ours_s, theirs_s = statistics.median(ours_times), statistics.median(theirs_times)
         results[name] = {
             "toonlab_s": round(ours_s, 4),
@@ -79,6 +81,8 @@ def main() -> None:
             "toonlab_min_s": round(min(ours_times), 4),
             "opencv_min_s": round(min(theirs_times), 4),
             "ratio_of_mins": round(min(theirs_times) / min(ours_times), 3),
+            "toonlab_cpu_s": round(statistics.median(ours_cpu), 4),
+            "opencv_cpu_s": round(statistics.median(theirs_cpu), 4),
             "max_abs_diff": float(np.abs(ours()[0].permute(1, 2, 0).numpy() - theirs()).max()),
         }
     print(

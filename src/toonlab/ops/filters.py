@@ -298,6 +298,16 @@ def _combine(mean_ab: torch.Tensor, guide: torch.Tensor, c: int) -> torch.Tensor
     return (a * guide.unsqueeze(1)).sum(2) + mean_ab[:, 3 * c :]
 
 
+def _combine_into(out: torch.Tensor, mean_ab: torch.Tensor, guide: torch.Tensor, c: int) -> None:
+    """:func:`_combine` written straight into ``out`` (no temporaries; streamed path)."""
+    if guide.shape[1] == 1:
+        torch.addcmul(mean_ab[:, c:], mean_ab[:, :c], guide, out=out)
+        return
+    out.copy_(mean_ab[:, 3 * c :])
+    for k in range(3):
+        out.addcmul_(mean_ab[:, k : 3 * c : 3], guide[:, k : k + 1])
+
+
 def _guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border, self_guided: bool) -> torch.Tensor:
     c = p.shape[1]
     coefficients = _coefficients_gray if guide.shape[1] == 1 else _coefficients_color
@@ -356,7 +366,7 @@ def _guided_streamed(
         done = box2.push(i1 - i0, lambda dst: torch.cat(coefficients_block, 1, out=dst))
         if done is not None:
             j0, j1, mean_ab = done
-            out[..., j0:j1, :] = _combine(mean_ab[..., keep], guide[..., j0:j1, keep], c)
+            _combine_into(out[..., j0:j1, :], mean_ab[..., keep], guide[..., j0:j1, keep], c)
 
 
 def _check_guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border) -> None:
