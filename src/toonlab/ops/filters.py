@@ -31,6 +31,8 @@ Part = tuple[torch.Tensor, torch.Tensor | None]
 # Rows per push in the streamed path: enough to amortise Python's per-op cost, few enough to stay in cache
 # (16 rows × 12 channels × 1 k columns × 4 B ≈ 0.8 MB per buffer). Measured best of 4 / 8 / 16 here.
 _PUSH_ROWS = 16
+# Below this many pixels (all images together) starting threads costs more than it saves.
+_THREADED_PIXELS = 1 << 18
 
 
 def _source_index(n: int, r: int, border: Border) -> list[int]:
@@ -135,13 +137,15 @@ class _StreamedBox:
         return i0, end, out.transpose(1, 2)
 
 
-def _run_slabs(batch: int, width: int, halo: int, task: Callable[[int, int, int, int, int], None]) -> None:
+def _run_slabs(
+    batch: int, height: int, width: int, halo: int, task: Callable[[int, int, int, int, int], None]
+) -> None:
     """Run ``task(b, lo, hi, c0, c1)`` over images b and column slabs, on torch.get_num_threads() threads.
 
     A slab reads input columns [lo, hi) = [c0 − halo, c1 + halo) ∩ [0, W) and writes output columns [c0, c1): the
     mirror padding at a slab's inner edge only corrupts the ``halo`` columns that are thrown away.
     """
-    workers = torch.get_num_threads()
+    workers = torch.get_num_threads() if batch * width * height >= _THREADED_PIXELS else 1
     per_image = max(1, min(-(-workers // batch), width // (4 * halo + 1)))
     bounds = [width * j // per_image for j in range(per_image + 1)]
     jobs = [
@@ -222,7 +226,7 @@ def box_filter(x: torch.Tensor, r: int, border: Border = "reflect101") -> torch.
             if done is not None:
                 dst[..., done[0] : done[1], :] = done[2][..., c0 - lo : c1 - lo]
 
-    _run_slabs(x.shape[0], x.shape[-1], r, task)
+    _run_slabs(x.shape[0], h, x.shape[-1], r, task)
     return out.to(x.dtype)
 
 
@@ -321,6 +325,7 @@ def _guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Bo
     out = torch.empty_like(p)
     _run_slabs(
         p.shape[0],
+        p.shape[-2],
         p.shape[-1],
         2 * r,  # two box passes: each spreads the inner-edge mirror r columns further
         lambda b, lo, hi, c0, c1: _guided_streamed(
