@@ -74,8 +74,9 @@ def test_edge_map_min_range_floors_round_off_only():
 
 
 def test_edge_map_gradcheck():
-    x = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: ctss_edge_map(t, normalize="image"), (x,))
+    x = torch.rand(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    # fast_mode checks a random projection of the Jacobian: the full one costs ~1 s per 100 inputs of conv2d here.
+    assert torch.autograd.gradcheck(lambda t: ctss_edge_map(t, normalize="image"), (x,), fast_mode=True)
 
 
 @pytest.mark.parametrize(
