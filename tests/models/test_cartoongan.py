@@ -45,6 +45,18 @@ def test_generator_has_the_released_key_layout_and_loads_it():
     assert y.shape == (1, 3, 64, 48) and y.abs().max() <= 1
 
 
+def test_bgr_channel_order_flips_inside_the_network():
+    torch.manual_seed(0)
+    rgb = CartoonGANGenerator(n_res=1).eval()
+    bgr = CartoonGANGenerator(n_res=1, bgr=True).eval()
+    bgr.load_state_dict(rgb.state_dict())
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(bgr(x), rgb(x.flip(1)).flip(1))
+    model = build_model("cartoongan", {"channel_order": "bgr", "n_res": 1})
+    assert model.translator().bgr and set(model.translator().state_dict()) == set(rgb.state_dict())
+
+
 def test_scale_shift_instance_norm_matches_formula():
     norm = ScaleShiftInstanceNorm(3)
     with torch.no_grad():

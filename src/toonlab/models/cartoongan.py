@@ -41,11 +41,13 @@ class CartoonGANGenerator(nn.Module):
     Layer-for-layer the network of the released PyTorch weights (Yijunmaverick/CartoonGAN-Test-Pytorch-Torch,
     ``network/Transformer.py``): same attribute names (``conv01_1``, ``in01_1``, ``conv02_1`` … ``deconv03_1``),
     so those state dicts load with identical keys. Padding as there: reflect for the 7×7 and residual convs,
-    zeros for the strided/flat convs of the down and up blocks. Every conv has a bias (as released)."""
+    zeros for the strided/flat convs of the down and up blocks. Every conv has a bias (as released).
+    ``bgr=True``: the network works in BGR (the released weights were trained so: their test script flips
+    RGB → BGR before and back after); the flips happen inside ``forward`` so callers always pass/get RGB."""
 
-    def __init__(self, n_res: int = 8, ch: int = 64):
+    def __init__(self, n_res: int = 8, ch: int = 64, bgr: bool = False):
         super().__init__()
-        self.n_res = n_res
+        self.n_res, self.bgr = n_res, bgr
         c1, c2, c3 = ch, ch * 2, ch * 4
         # flat c7-64, IN, ReLU
         self.conv01_1 = nn.Conv2d(3, c1, 7, padding=3, padding_mode="reflect")
@@ -74,6 +76,8 @@ class CartoonGANGenerator(nn.Module):
         self.deconv03_1 = nn.Conv2d(c1, 3, 7, padding=3, padding_mode="reflect")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            x = x.flip(1)
         y = F.relu(self.in01_1(self.conv01_1(x)))
         y = F.relu(self.in02_1(self.conv02_2(self.conv02_1(y))))
         y = F.relu(self.in03_1(self.conv03_2(self.conv03_1(y))))
@@ -82,7 +86,8 @@ class CartoonGANGenerator(nn.Module):
             y = y + getattr(self, f"in{i:02d}_2")(getattr(self, f"conv{i:02d}_2")(h))
         y = F.relu(getattr(self, f"in{4 + self.n_res:02d}_1")(self.deconv01_2(self.deconv01_1(y))))
         y = F.relu(getattr(self, f"in{5 + self.n_res:02d}_1")(self.deconv02_2(self.deconv02_1(y))))
-        return torch.tanh(self.deconv03_1(y))
+        y = torch.tanh(self.deconv03_1(y))
+        return y.flip(1) if self.bgr else y
 
 
 class CartoonGANDiscriminator(nn.Sequential):
@@ -106,6 +111,7 @@ class CartoonGANDiscriminator(nn.Sequential):
 @dataclass
 class CartoonGANConfig:
     n_res: int = 8                         # residual blocks in G
+    channel_order: Literal["rgb", "bgr"] = "rgb"  # "bgr" for the released CartoonGAN weights (Hayao, Hosoda …)
     d_norm: Literal["bn", "in", "ln", "none"] = "bn"  # paper: batch norm in D
     adv_loss: Literal["bce", "lsgan", "hinge"] = "bce"  # original: cross-entropy
     omega: float = 10.0                    # ω, content-loss weight
@@ -133,7 +139,7 @@ class CartoonGAN(Model):
         super().__init__(cfg)
         if not cfg.edge_promoting:
             self.requires = ("photo", "cartoon")
-        self.networks["G"] = CartoonGANGenerator(cfg.n_res)
+        self.networks["G"] = CartoonGANGenerator(cfg.n_res, bgr=cfg.channel_order == "bgr")
         self.networks["D"] = init_normal(CartoonGANDiscriminator(cfg.d_norm))
 
     def phases(self) -> tuple[Phase, ...]:
