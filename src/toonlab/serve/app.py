@@ -125,7 +125,6 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         rid = headers.get("x-request-id", "")
         rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = rid
         st = {"status": None, "bytes_in": 0, "bytes_out": 0, "rejected": False}
         rid_header = (b"x-request-id", rid.encode())
 
@@ -270,7 +269,6 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
                          503: {"description": "work queue full; retry after Retry-After seconds"},
                          504: {"description": "not done within the per-request timeout"}})
     async def cartoonize(
-            request: Request,
             image: UploadFile = File(..., description="The photo (format checked by its content)."),
             model: str = Form("classic", description="A name from GET /v1/models."),
             style: str | None = Form(None, description="Style name, for multi-style models."),
