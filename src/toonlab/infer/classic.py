@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +157,53 @@ def _finish(x: torch.Tensor, ab: torch.Tensor, cfg: ClassicConfig, out: torch.Te
     out.clamp_(0.0, 1.0)
 
 
-_STRIP_BYTES = 1 << 24  # full-resolution strips of ~16 MiB of coefficients: temporaries stay in cache, few ops
+_STRIP_BYTES = 1 << 22  # full-resolution strips of ~4 MiB of coefficients: a strip's temporaries stay in cache
+
+
+def _on_worker_threads(jobs: list[Callable[[], None]]) -> None:
+    """Run independent jobs on torch.get_num_threads() Python threads, each job with ONE intra-op torch thread.
+
+    Why: on a shared 2-core machine, intra-op (OpenMP) parallelism over many mid-sized ops spends most of its time
+    at barriers waiting for a descheduled thread (measured 4–5× slower than one thread); independent jobs on
+    threads (torch ops release the GIL) keep the cores busy without barriers. ``set_num_threads`` acts on the
+    calling thread's OpenMP setting; the process default that new threads start from is restored afterwards.
+    """
+    workers = torch.get_num_threads()
+    if workers == 1:
+        for job in jobs:
+            job()
+        return
+    inference = torch.is_inference_mode_enabled()  # thread-local: carry it over
+
+    def run(job: Callable[[], None]) -> None:
+        torch.set_num_threads(1)
+        with torch.inference_mode(inference):
+            job()
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            for future in [pool.submit(run, job) for job in jobs]:
+                future.result()
+    finally:
+        torch.set_num_threads(workers)
+
+
+def _coefficients(x: torch.Tensor, cfg: ClassicConfig) -> torch.Tensor:
+    """Working-resolution maps (B, 6|7, h', w') = [sat·A, sat·B, ink?] for the photo x (B,3,H,W)."""
+    h, w = x.shape[-2:]
+    short = min(h, w)
+    factor = short / cfg.work_size if cfg.work_size and short > cfg.work_size else 1.0
+    scale = min(short, cfg.work_size) / cfg.work_size if cfg.work_size else 1.0  # lengths for small images
+    small = x
+    if factor > 1.0:
+        small = F.interpolate(x, size=(max(1, round(h / factor)), max(1, round(w / factor))), mode="area")
+    r = min(max(1, round(cfg.radius * scale)), min(small.shape[-2:]) - 1)
+    a, b, line_src = _smoothing_coefficients(small, r, cfg.eps, cfg.iterations if r >= 1 else 0)
+    # Saturation folded into the affine map (free at low resolution): s = sat·(A·x + B), luma(s) = sat·Y.
+    parts = [a.mul_(cfg.saturation), b.mul_(cfg.saturation)]
+    if cfg.line_strength > 0:
+        parts.append(_ink(_luma(line_src), cfg, scale))
+    return torch.cat(parts, 1)
 
 
 @torch.inference_mode()
@@ -181,28 +229,20 @@ def cartoonize_classic(rgb: torch.Tensor, config: ClassicConfig | None = None, *
     out_dtype = rgb.dtype
     x = rgb.float().contiguous() if rgb.dtype in (torch.float16, torch.bfloat16) else rgb.contiguous()
     h, w = x.shape[-2:]
-    short = min(h, w)
-    factor = short / cfg.work_size if cfg.work_size and short > cfg.work_size else 1.0
-    scale = min(short, cfg.work_size) / cfg.work_size if cfg.work_size else 1.0  # lengths for small images
-    small = x
-    if factor > 1.0:
-        small = F.interpolate(x, size=(max(1, round(h / factor)), max(1, round(w / factor))), mode="area")
-    r = min(max(1, round(cfg.radius * scale)), min(small.shape[-2:]) - 1)
-    a, b, line_src = _smoothing_coefficients(small, r, cfg.eps, cfg.iterations if r >= 1 else 0)
-    # Saturation folded into the affine map (free at low resolution): s = sat·(A·x + B), luma(s) = sat·Y.
-    parts = [a.mul_(cfg.saturation), b.mul_(cfg.saturation)]
-    if cfg.line_strength > 0:
-        parts.append(_ink(_luma(line_src), cfg, scale))
-    coef = torch.cat(parts, 1)  # (B, 6|7, h', w') at the working resolution
-    del a, b, parts, line_src
+    coef_box: list[torch.Tensor] = []
+    _on_worker_threads([lambda: coef_box.append(_coefficients(x, cfg))])
+    coef = coef_box[0]
+    full_size = tuple(coef.shape[-2:]) == (h, w)
     out = torch.empty_like(x)
-    if factor == 1.0:
-        _finish(x, coef, cfg, out)
-        return out.to(out_dtype)
-    # Fast guided filter: coefficients (and ink) bilinearly brought to full size strip by strip, applied to the
-    # full-resolution photo; each strip's temporaries stay in cache.
+
+    # Fast guided filter: coefficients (and ink) bilinearly brought to full size strip by strip and applied to the
+    # full-resolution photo; each strip's temporaries stay in cache, strips run on worker threads.
+    def strip(i0: int, i1: int) -> Callable[[], None]:
+        def job() -> None:
+            c = coef[:, :, i0:i1] if full_size else _upsample_rows(coef, i0, i1, (h, w))
+            _finish(x[:, :, i0:i1], c, cfg, out[:, :, i0:i1])
+        return job
+
     rows = max(8, _STRIP_BYTES // (coef.shape[0] * coef.shape[1] * w * coef.element_size()))
-    for i0 in range(0, h, rows):
-        i1 = min(h, i0 + rows)
-        _finish(x[:, :, i0:i1], _upsample_rows(coef, i0, i1, (h, w)), cfg, out[:, :, i0:i1])
+    _on_worker_threads([strip(i0, min(h, i0 + rows)) for i0 in range(0, h, rows)])
     return out.to(out_dtype)
