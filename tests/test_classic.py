@@ -139,3 +139,17 @@ def test_bad_knobs_and_inputs():
     with pytest.raises(UsageError, match=r"\(B,3,H,W\)"):
         cartoonize_classic(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
     assert cartoonize_classic(torch.rand(1, 3, 2, 2)).shape == (1, 3, 2, 2)  # tiny images work too
+
+
+def test_same_result_on_any_thread_count_and_thread_setting_restored():
+    x = torch.rand(1, 3, 260, 180)
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = cartoonize_classic(x, work_size=64)  # fast path: strips on worker threads
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        one = cartoonize_classic(x, work_size=64)
+    finally:
+        torch.set_num_threads(n)
+    assert torch.equal(one, two)
