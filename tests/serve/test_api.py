@@ -332,3 +332,35 @@ def test_cli_serve_subprocess(tmp_path, photo_small):
 
     bad = CliRunner().invoke(app, ["serve", "--formats", "png,heic"])
     assert bad.exit_code == 2 and "unknown upload format 'heic'" in bad.output and bad.exception.__class__ is SystemExit
+
+
+def test_alpha_is_kept_in_png_and_dropped_in_jpeg(server, photo_small):
+    url, _ = server
+    alpha = np.tile(np.linspace(0, 255, 160).astype(np.uint8), (160, 1))
+    rgba = np.dstack([photo_small, alpha])
+    r = post(url, encode(rgba), model="negative")
+    out = Image.open(io.BytesIO(r.content))
+    assert r.status_code == 200 and out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[..., 3], alpha)
+    r = post(url, encode(rgba), model="negative", format="jpeg")
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).mode == "RGB"
+
+
+def test_worker_pool_bounds_and_cancellation():
+    from toonlab.serve.worker import QueueFull, WorkerPool
+
+    pool = WorkerPool(workers=1, queue_size=1)
+    gate, ran = threading.Event(), []
+    running = pool.submit(gate.wait, 10)
+    waiting = pool.submit(ran.append, "waiting job")
+    with pytest.raises(QueueFull):
+        pool.submit(ran.append, "third job")
+    assert pool.admitted == 2 and waiting.cancel()  # still queued: cancellable, and then never runs
+    gate.set()
+    assert running.result(5) is True
+    assert pool.submit(ran.append, "after").result(5) is None
+    assert ran == ["after"] and pool.admitted == 0
+    failing = pool.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    pool.close()

@@ -62,14 +62,18 @@ class WorkerPool:
             if job is None:
                 return
             fut, fn, args, kwargs = job
-            try:
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(fn(*args, **kwargs))
-                    except BaseException as e:  # handed to the waiting request, never lost
-                        fut.set_exception(e)
-            finally:
+            if not fut.set_running_or_notify_cancel():  # cancelled while waiting: dropped unrun
                 self._release()
+                continue
+            try:
+                result, error = fn(*args, **kwargs), None
+            except BaseException as e:  # handed to the waiting request, never lost
+                result, error = None, e
+            self._release()  # before the waiter wakes, so a finished job never counts against the bound
+            if error is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(error)
 
     def close(self, wait: bool = True, timeout: float | None = 30.0):
         """Stop taking jobs; let the workers finish what they hold (joined up to ``timeout`` s each)."""
