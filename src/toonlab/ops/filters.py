@@ -81,13 +81,14 @@ class _StreamedBox:
         # Buffer column r + 1 + s holds source column s; column 0 stays zero so window sums are plain differences.
         self.left = torch.tensor([r + 1 + s for s in src_w[:r]], device=like.device)
         self.right = torch.tensor([r + 1 + s for s in src_w[r + self.w :]], device=like.device)
-        self.capacity = block_rows + 2 * r + 1  # the most rows one push may bring
+        self.capacity = block_rows  # the most rows one push may bring
         self.wbuf = like.new_empty(self.batch, self.capacity, n, self.w + self.k)
         self.wbuf[..., 0] = 0
+        # Rows needed at once: the pushed block, the r rows after the last emitted one and the r + 1 before it.
         self.ring_size = self.capacity + 2 * r + 2
         self.ring = like.new_empty(self.batch, self.ring_size, n, self.w)  # W-window sums of recent rows
         self.ring_rows = list(self.ring.unbind(1))  # views made once: slicing costs as much as a small op
-        self.out = like.new_empty(self.batch, self.capacity + 2 * r + 1, n, self.w)
+        self.out = like.new_empty(self.batch, self.capacity + r, n, self.w)  # the last push emits rows + r
         self.out_rows = list(self.out.unbind(1))
         self.last = like.new_empty(self.batch, n, self.w)  # window sum of the last emitted row
         self.pushed = 0
@@ -360,7 +361,7 @@ def _guided_streamed(
     parts = _moment_parts(p, guide, self_guided)
     keep = slice(offset, offset + out.shape[-1])
     box1 = _StreamedBox(sum(map(_part_channels, parts)), p, r, border, _PUSH_ROWS)
-    box2 = _StreamedBox(c * guide.shape[1] + c, p, r, border, _PUSH_ROWS + r + 1)  # box1 emits <= rows + r at once
+    box2 = _StreamedBox(c * guide.shape[1] + c, p, r, border, _PUSH_ROWS + r)  # box1 emits <= rows + r at once
     for s0 in range(0, h, _PUSH_ROWS):
         s1 = min(h, s0 + _PUSH_ROWS)
         moments = box1.push(s1 - s0, _fill_parts(parts, s0, s1))
