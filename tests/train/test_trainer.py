@@ -168,3 +168,10 @@ def test_unreadable_training_images_are_counted(tmp_path, tiny_data):
     tr = _trainer(tmp_path, tiny_data, train={"phase_steps": {"init": 3, "adv": 0}})
     tr.fit()
     assert _metrics(tr.run_dir)[-1]["skipped_images"] >= 1
+
+
+def test_max_minutes_stops_with_a_checkpoint(tmp_path, tiny_data):
+    tr = _trainer(tmp_path, tiny_data, train={"max_minutes": 1e-9})
+    out = tr.fit()
+    assert out["step"] == 1 < tr.total_steps
+    assert out["state"].endswith("state-0000001.safetensors")

@@ -49,6 +49,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches accumulated per optimiser step
     ema: float | None = None  # decay of an EMA copy of the translator (e.g. 0.999); exported and sampled when set
     max_steps: int | None = None  # stop after this many steps in total (does not change schedules: resumable)
+    max_minutes: float | None = None  # wall-clock budget of this invocation: stop (with a checkpoint) when spent
     phase_steps: dict[str, int] = field(default_factory=dict)  # steps of a phase instead of its epochs (tiny runs)
     lr_decay: Literal["none", "linear"] = "none"  # linear decay to 0 over the tail of each phase (CycleGAN-style)
     lr_decay_start: float = 0.5  # fraction of each phase after which the linear decay starts
@@ -144,6 +145,8 @@ def _check(cfg: RunConfig) -> None:
         raise ConfigError(f"train.lr_decay_start: must be in [0, 1], got {t.lr_decay_start}")
     if t.max_steps is not None and t.max_steps < 0:
         raise ConfigError(f"train.max_steps: must be >= 0, got {t.max_steps}")
+    if t.max_minutes is not None and t.max_minutes <= 0:
+        raise ConfigError(f"train.max_minutes: must be > 0, got {t.max_minutes}")
     for name, n in t.phase_steps.items():
         if n < 0:
             raise ConfigError(f"train.phase_steps.{name}: must be >= 0, got {n}")

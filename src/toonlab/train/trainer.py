@@ -314,6 +314,7 @@ class Trainer:
         last_log = time.perf_counter()
         steps_since_log = 0
         epoch_told = None  # set_epoch is (re)called at the start of every fit, so resumed models get it too
+        deadline = None if t.max_minutes is None else time.monotonic() + 60 * t.max_minutes
         try:
             it = iter(loader)
             while self.step < self.stop_step:
@@ -344,7 +345,8 @@ class Trainer:
                 if t.best_metric in logs:
                     self.window.setdefault(t.best_metric, []).append(logs[t.best_metric])
                 self.logger.progress(self.step, span.phase.name, logs)
-                last = self.step == self.stop_step
+                out_of_time = deadline is not None and not D.all_true(time.monotonic() < deadline, self.device)
+                last = self.step == self.stop_step or out_of_time
                 if self.step % t.log_every == 0 or last:
                     now = time.perf_counter()
                     rec = {"step": self.step, "epoch": self.epoch, "phase": span.phase.name,
@@ -359,6 +361,8 @@ class Trainer:
                 if self.step % t.ckpt_every == 0 or last:
                     self._checkpoint()
                     good = self._snapshot()
+                if out_of_time:
+                    break
         finally:
             self.logger.close()
         latest = sorted(self.ckpt_dir.glob(STATE_GLOB))

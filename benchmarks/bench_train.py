@@ -1,0 +1,118 @@
+"""Training throughput (images/s) per model at its paper size and batch, through the real trainer loop.
+
+    python benchmarks/bench_train.py [--models ctss,cartoongan] [--steps 3] [--warmup 1] [--batch N]
+                                     [--size N] [--device cpu|cuda]
+
+For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
+(configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
+steps of a phase (from metrics.jsonl; data loading with workers=0 included). Prints one JSON object.
+VGG19: the real file when ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth`` exists, else random weights (same
+cost) — reported as ``vgg_weights``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ["ctss", "cartoongan", "animegan", "multistyle", "salcbam", "toon2real", "cyclegan"]
+
+
+def _write_images(folder: Path, n: int, size: int, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        base = rng.uniform(0, 255, 3) * (0.5 + 0.5 * np.sin(6 * xx + 4 * yy + i))[..., None]
+        img = np.clip(base + rng.normal(0, 15, (size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+
+
+def vgg_weights_choice() -> str:
+    from toonlab.nn.vgg import VGG19_FILE
+
+    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    return "imagenet" if (home / "hub" / "checkpoints" / VGG19_FILE).is_file() else "random"
+
+
+def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | None, size: int | None,
+                device: str) -> dict:
+    from toonlab.models import get_model_class
+    from toonlab.train.config import load_run_config
+    from toonlab.train.trainer import Trainer
+
+    base = load_run_config(ROOT / "configs" / f"{name}.yaml")
+    size = size or base.data.size
+    batch = batch or base.data.batch_size
+    data = work / name
+    n_img = max(batch * 2, 4)
+    _write_images(data / "photos", n_img, size, 0)
+    styles = get_model_class(name).Config().__dict__.get("styles") or ()
+    for sub in (styles or [""]):
+        _write_images(data / "cartoons" / sub, n_img, size, 1)
+    phases = [p.name for p in get_model_class(name)(get_model_class(name).Config()).phases()]
+    n = warmup + steps
+    over = [f"data.photos={data / 'photos'}", f"data.cartoons={data / 'cartoons'}", f"data.size={size}",
+            f"data.batch_size={batch}", "data.workers=0", f"train.run_dir={work / (name + '-run')}",
+            f"train.device={device}", "train.progress=false", "train.tensorboard=false", "train.log_every=1",
+            f"train.sample_every={10 ** 9}", f"train.ckpt_every={10 ** 9}",
+            "train.phase_steps={" + ", ".join(f"{p}: {n}" for p in phases) + "}"]
+    fields = get_model_class(name).Config.__dataclass_fields__
+    vgg = None
+    if "vgg_weights" in fields:
+        vgg = vgg_weights_choice()
+        over.append(f"model.vgg_weights={vgg}")
+    trainer = Trainer(load_run_config(ROOT / "configs" / f"{name}.yaml", over))
+    t0 = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - t0
+    recs = [json.loads(x) for x in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    out = {"size": size, "batch": batch, "vgg_weights": vgg, "wall_s": round(wall, 1)}
+    for p in phases:
+        ips = [r["images_per_s"] for r in recs if r.get("phase") == p][warmup:]
+        out[f"{p}_images_per_s"] = round(float(np.mean(ips)), 3) if ips else None
+        out[f"{p}_s_per_step"] = round(batch / float(np.mean(ips)), 3) if ips else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=None, help="default: the paper recipe's batch")
+    ap.add_argument("--size", type=int, default=None, help="default: the paper size")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {"benchmark": "train_throughput", "device": args.device, "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+              "steps": args.steps, "warmup": args.warmup, "models": {}}
+    if args.device.startswith("cuda") and torch.cuda.is_available():
+        result["gpu"] = torch.cuda.get_device_name(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            try:
+                result["models"][name] = bench_model(name, Path(tmp), args.steps, args.warmup, args.batch,
+                                                     args.size, args.device)
+            except Exception as e:  # one model failing must not lose the others' figures
+                result["models"][name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
+            print(f"{name}: {result['models'][name]}", file=sys.stderr, flush=True)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
