@@ -111,20 +111,22 @@ def _to_tensors(im: Image.Image) -> tuple[torch.Tensor, torch.Tensor | None]:
     return _hwc_to_chw(np.asarray(im.convert("RGB")), 1.0 / 255.0), None
 
 
-def _open_checked(src, name: str, max_pixels: int | None) -> Image.Image:
-    """Open + fully decode the first frame; every failure becomes ImageReadError naming ``name``."""
+def _decode(src, name: str, max_pixels: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Open, check the size, decode the first frame, apply EXIF orientation, convert to (rgb, alpha) tensors;
+    every failure becomes ImageReadError naming ``name``; the file is closed on return."""
     try:
         with warnings.catch_warnings():
             # Pillow warns above Image.MAX_IMAGE_PIXELS; our own limit (max_pixels) is the policy, checked below.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(src)
-        w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageReadError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
-                                 "(possible decompression bomb; raise max_pixels if the file is trusted)")
-        im.seek(0)  # animated GIF/WebP, multi-page TIFF: first frame
-        im.load()
-        return ImageOps.exif_transpose(im)
+        with im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageReadError(f"{name}: {w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
+                                     "(possible decompression bomb; raise max_pixels if the file is trusted)")
+            im.seek(0)  # animated GIF/WebP, multi-page TIFF: first frame
+            im.load()
+            return _to_tensors(ImageOps.exif_transpose(im))
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
@@ -151,8 +153,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     path = Path(path)
     if path.is_file() and path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file")
-    with _open_checked(path, str(path), max_pixels) as im:
-        rgb, alpha = _to_tensors(im)
+    rgb, alpha = _decode(path, str(path), max_pixels)
     return LoadedImage(rgb, alpha, path)
 
 
@@ -160,8 +161,7 @@ def decode_image(data: bytes, *, name: str = "<upload>", max_pixels: int | None 
     """Like `read_image`, from the bytes of an image file (e.g. an HTTP upload); ``name`` is used in errors."""
     if not data:
         raise ImageReadError(f"{name}: empty file")
-    with _open_checked(io.BytesIO(data), name, max_pixels) as im:
-        rgb, alpha = _to_tensors(im)
+    rgb, alpha = _decode(io.BytesIO(data), name, max_pixels)
     return LoadedImage(rgb, alpha, Path(name))
 
 
