@@ -126,3 +126,22 @@ def test_api_docs_render_offline(site, browser_context):
     page.wait_for_selector(".opblock-summary-path[data-path='/v1/cartoonize']", timeout=30_000)
     assert page.locator(".opblock").count() >= 3
     page.close()
+
+
+def test_api_key_prompt(browser_context, tmp_path, photo_small):
+    """With $TOONLAB_API_KEY set on the server, the page asks for the key, then works with it."""
+    cfg = ServeConfig(api_key="k3y-for-test", access_log=None)
+    with running_server(cfg) as url:
+        page = browser_context.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#keyrow:not([hidden])", timeout=30_000)
+        assert "API key" in page.inner_text("#error")
+        page.fill("#apikey", "k3y-for-test")
+        page.dispatch_event("#apikey", "change")
+        page.wait_for_selector("#model option[value=classic]", state="attached", timeout=30_000)
+        photo = tmp_path / "small.png"
+        photo.write_bytes(encode(photo_small))
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("#after[data-loaded]", timeout=60_000)
+        assert page.is_hidden("#error")
+        page.close()
