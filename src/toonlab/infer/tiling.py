@@ -1,0 +1,239 @@
+"""Any-size inference: reflect-pad to the network's multiple, and overlapping tiles beyond a memory budget.
+
+A generator is translation-equivariant except for its normalisation layers (LN / IN statistics are taken over the
+whole image) and its borders. Tiles therefore (1) start on multiples of the network's stride so every tile sees the
+same sampling grid as the whole image, (2) overlap, and are blended with a raised-cosine window that is ~0 at an
+inner tile edge (where the tile's own border padding corrupts the output) and 1 in the tile's centre, and (3) can
+share *image-wide* normalisation statistics (``norm_stats="global"``): a first pass over all tiles records each
+GroupNorm / InstanceNorm layer's per-tile mean and variance, pools them over the tiles (law of total variance), and
+the blending pass normalises every tile with the pooled statistics — close to what the untiled network computes.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TileFn = Callable[[torch.Tensor], torch.Tensor]
+
+# Default memory budgets (bytes of activations for one forward pass). CPU: keeps a 4K photo through the CTSS G
+# under ~2 GiB peak RSS (benchmarks/bench_tiling_memory.py); CUDA: a quarter of the free memory at load time.
+CPU_BUDGET_BYTES = 1 << 30
+
+
+def default_budget(device: torch.device | str) -> int:
+    """A sensible activation-memory budget (bytes) for one forward pass on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return max(256 << 20, free // 4)
+    return CPU_BUDGET_BYTES
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Reflect-pad (B,C,H,W) ``x`` so H and W are multiples of ``multiple``; returns ``(padded, (top, bottom,
+    left, right))``. The padding is split between both sides so borders are treated alike; images too small to
+    reflect (pad ≥ size) are edge-replicated instead."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    top, left = ph // 2, pw // 2
+    pads = (top, ph - top, left, pw - left)
+    if ph == 0 and pw == 0:
+        return x, pads
+    mode = "reflect" if max(pads[:2]) < h and max(pads[2:]) < w else "replicate"
+    return F.pad(x, (left, pw - left, top, ph - top), mode=mode), pads
+
+
+def crop_padding(y: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple` on the network output ``y`` (same spatial size as the padded input)."""
+    top, bottom, left, right = pads
+    h, w = y.shape[-2:]
+    return y[..., top:h - bottom, left:w - right]
+
+
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``[0, length)`` with at least ``overlap`` pixels shared
+    between neighbours; starts are multiples of ``multiple`` (``length`` and ``tile`` must be, too)."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    if stride <= 0:
+        raise ValueError(f"tile overlap {overlap} must be smaller than the tile size {tile}")
+    n = math.ceil((length - tile) / stride) + 1
+    last = length - tile
+    starts = [(round(i * last / (n - 1)) // multiple) * multiple for i in range(n)]
+    starts[-1] = last
+    return sorted(set(starts))
+
+
+def _ramp(n: int, device, dtype) -> torch.Tensor:
+    """Raised-cosine ramp of length n rising from ~0 to ~1 (strictly inside (0, 1), so weights never vanish)."""
+    i = torch.arange(n, device=device, dtype=dtype)
+    return 0.5 - 0.5 * torch.cos(math.pi * (i + 0.5) / n)
+
+
+def blend_window(size: int, start: int, length: int, overlap: int, device=None,
+                 dtype=torch.float32) -> torch.Tensor:
+    """1-D window (size,) of a tile at ``start`` in ``[0, length)``: raised-cosine ramps over ``overlap`` pixels
+    on the sides that have a neighbour, 1 elsewhere (image borders are not faded)."""
+    w = torch.ones(size, device=device, dtype=dtype)
+    ramp_len = min(overlap, size // 2)
+    if ramp_len > 0:
+        ramp = _ramp(ramp_len, device, dtype)
+        if start > 0:
+            w[:ramp_len] = ramp
+        if start + size < length:
+            w[size - ramp_len:] = ramp.flip(0)
+    return w
+
+
+# --- shared normalisation statistics ---------------------------------------------------------------------------
+
+def _norm_types() -> tuple[type, ...]:
+    from toonlab.models.cartoongan import ScaleShiftInstanceNorm  # the released CartoonGAN's instance norm
+
+    return nn.GroupNorm, nn.InstanceNorm2d, ScaleShiftInstanceNorm
+
+
+@dataclass
+class _Moments:
+    """Running per-(sample, group) moments pooled over tiles, weighted by pixel count."""
+
+    count: float = 0.0
+    sum_mean: torch.Tensor | None = None  # Σ n·mean
+    sum_sq: torch.Tensor | None = None  # Σ n·(var + mean²)
+
+    def add(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        m2 = var + mean * mean
+        if self.sum_mean is None:
+            self.sum_mean, self.sum_sq = mean * n, m2 * n
+        else:
+            self.sum_mean, self.sum_sq = self.sum_mean + mean * n, self.sum_sq + m2 * n
+        self.count += n
+
+    def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.sum_mean / self.count
+        return mean, (self.sum_sq / self.count - mean * mean).clamp_min(0)
+
+
+def _groups(m: nn.Module, channels: int) -> int:
+    return m.num_groups if isinstance(m, nn.GroupNorm) else channels
+
+
+def _norm_forward(m: nn.Module, x: torch.Tensor, mode: str, store: dict) -> torch.Tensor:
+    """GroupNorm / InstanceNorm forward that records (mode "record") or uses (mode "apply") pooled statistics."""
+    b, c = x.shape[:2]
+    g = _groups(m, c)
+    xf = x.float().reshape(b, g, -1)
+    if mode == "record":
+        var, mean = torch.var_mean(xf, dim=2, unbiased=False)
+        store.setdefault(id(m), _Moments()).add(mean, var, xf.shape[2])
+    else:
+        mean, var = store[id(m)].pooled()
+    y = (xf - mean[..., None]) * torch.rsqrt(var[..., None] + m.eps)
+    y = y.reshape(b, c, *x.shape[2:])
+    weight, bias = getattr(m, "weight", getattr(m, "scale", None)), getattr(m, "bias", getattr(m, "shift", None))
+    if weight is not None:
+        y = y * weight.float()[None, :, None, None] + bias.float()[None, :, None, None]
+    return y.to(x.dtype)
+
+
+@contextmanager
+def shared_norm_stats(module: nn.Module, mode: Literal["record", "apply"], store: dict) -> Iterator[None]:
+    """Within the block, every GroupNorm (incl. LayerNorm2d) / InstanceNorm2d (incl. CartoonGAN's) of ``module`` normalises with the
+    tile's own statistics and pools them into ``store`` ("record"), or normalises with the pooled ones ("apply"). Other norms (AdaLIN,
+    BatchNorm in eval mode) are untouched: BatchNorm is tile-independent already, AdaLIN keeps per-tile stats."""
+    patched = [m for m in module.modules() if isinstance(m, _norm_types())
+               and not (isinstance(m, nn.InstanceNorm2d) and m.track_running_stats)]
+    for m in patched:
+        m.forward = (lambda x, _m=m: _norm_forward(_m, x, mode, store))
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def has_image_wide_norms(module: nn.Module) -> bool:
+    return any(isinstance(m, _norm_types()) for m in module.modules())
+
+
+# --- the tiled forward pass ------------------------------------------------------------------------------------
+
+def run_tiled(fn: TileFn, x: torch.Tensor, tile: int, overlap: int, multiple: int = 1,
+              module: nn.Module | None = None, norm_stats: Literal["tile", "global"] = "global") -> torch.Tensor:
+    """``fn`` applied to (B,C,H,W) ``x`` (H, W multiples of ``multiple``) in overlapping ``tile``² tiles, blended
+    with raised-cosine windows; returns (B,C',H,W) float32 on ``x``'s device. Memory: one tile's activations plus
+    the (B,C',H,W) accumulator. ``norm_stats="global"`` (needs ``module``, the network ``fn`` runs) shares pooled
+    normalisation statistics across tiles at the cost of a second pass. (Re-pooling the statistics under the
+    pooled ones does not converge in practice: it was measured to drift further from the untiled result.)"""
+    if tile % multiple or overlap >= tile:
+        raise ValueError(f"tile {tile} must be a multiple of {multiple} and larger than overlap {overlap}")
+    b, _, h, w = x.shape
+    ys = tile_starts(h, tile, overlap, multiple)
+    xs = tile_starts(w, tile, overlap, multiple)
+    boxes = [(y0, x0, min(tile, h), min(tile, w)) for y0 in ys for x0 in xs]
+
+    store: dict = {}
+    use_global = norm_stats == "global" and module is not None and len(boxes) > 1 and has_image_wide_norms(module)
+    if use_global:
+        with shared_norm_stats(module, "record", store):
+            for y0, x0, th, tw in boxes:
+                fn(x[..., y0:y0 + th, x0:x0 + tw])
+
+    out = None
+    weight = torch.zeros(1, 1, h, w, device=x.device, dtype=torch.float32)
+    for y0, x0, th, tw in boxes:
+        if use_global:
+            with shared_norm_stats(module, "apply", store):
+                y = fn(x[..., y0:y0 + th, x0:x0 + tw])
+        else:
+            y = fn(x[..., y0:y0 + th, x0:x0 + tw])
+        if out is None:
+            out = torch.zeros(b, y.shape[1], h, w, device=x.device, dtype=torch.float32)
+        win = (blend_window(th, y0, h, overlap, x.device)[:, None]
+               * blend_window(tw, x0, w, overlap, x.device)[None, :])
+        out[..., y0:y0 + th, x0:x0 + tw] += y.float() * win
+        weight[..., y0:y0 + th, x0:x0 + tw] += win
+    return out / weight
+
+
+def estimate_bytes_per_pixel(module: nn.Module, channels_in: int = 3, probe: int = 64, multiple: int = 1,
+                             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                             forward: TileFn | None = None) -> float:
+    """Activation bytes per input pixel of one forward pass, measured with forward hooks on a ``probe``² input:
+    the largest single layer output plus the largest layer input (both live at once) plus a residual branch of
+    the same size — a conservative estimate of the peak of an inference-mode pass."""
+    size = max(probe, multiple) // multiple * multiple
+    biggest = [0]
+
+    def hook(_m, inputs, output):
+        numel_out = output.numel() if torch.is_tensor(output) else 0
+        numel_in = sum(t.numel() for t in inputs if torch.is_tensor(t))
+        biggest[0] = max(biggest[0], numel_out + numel_in)
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.inference_mode():
+            x = torch.zeros(1, channels_in, size, size, device=device, dtype=dtype)
+            (forward or module)(x)
+    finally:
+        for hnd in handles:
+            hnd.remove()
+    element = torch.finfo(dtype).bits // 8
+    return 1.5 * biggest[0] * element / (size * size)
+
+
+def tile_for_budget(budget_bytes: int, bytes_per_pixel: float, multiple: int, overlap: int) -> int:
+    """Largest square tile side (a multiple of ``multiple``, > ``overlap``) whose activations fit the budget."""
+    side = int(math.sqrt(max(budget_bytes, 1) / max(bytes_per_pixel, 1e-9)))
+    side = side // multiple * multiple
+    min_side = (2 * overlap // multiple + 1) * multiple
+    return max(side, min_side)
