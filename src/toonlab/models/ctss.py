@@ -46,9 +46,10 @@ def ctss_patch_scores(images: torch.Tensor, size: int, stride: int, gf_radius: i
     scores only choose patches. ``min_range`` floors the min-max range of e: the guided filter leaves ~1e-7
     round-off on flat images, which min-max would otherwise stretch to [0, 1] (fake edges, arbitrary choice);
     real edges give ranges of 0.05 (one 8-bit step) to ~30, so 1e-3 leaves them untouched."""
-    smooth = ops.self_guided_filter(images.detach(), gf_radius, gf_eps)
-    edges = ops.high_pass(ops.ctss_edge_map(smooth, normalize, min_range=min_range), d, n)
-    return ops.patch_scores(edges, size, stride)
+    with torch.autocast(images.device.type, enabled=False):  # fp32 even under AMP: fp16 box sums lose edges
+        smooth = ops.self_guided_filter(images.detach().float(), gf_radius, gf_eps)
+        edges = ops.high_pass(ops.ctss_edge_map(smooth, normalize, min_range=min_range), d, n)
+        return ops.patch_scores(edges, size, stride)
 
 
 def patches_to_gray(patches: torch.Tensor) -> torch.Tensor:
