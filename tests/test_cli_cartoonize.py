@@ -111,3 +111,9 @@ def test_usage_errors_exit_2(photos, tmp_path, args, words):
 
 def test_missing_option_is_a_usage_error(photos):
     assert _run("cartoonize", photos).exit_code == 2
+
+
+def test_missing_named_file_is_a_failed_input(photos, tmp_path):
+    r = _run("cartoonize", photos / "a.png", photos / "gone.png", "-o", tmp_path / "out")
+    assert r.exit_code == 1 and "1 done, 0 skipped, 1 failed" in r.output
+    assert f"failed: {photos / 'gone.png'}: no such file" in r.output

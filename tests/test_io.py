@@ -307,9 +307,9 @@ def test_list_images_files_folders_globs(tmp_path, rgb_u8, monkeypatch):
         tmp_path / "a.png", tmp_path / "sub" / "c.webp"]
     assert list_images([str(tmp_path / "**" / "*.tif")]) == [tmp_path / "sub/deep/d.tif"]
     assert list_images([str(tmp_path / "nothing*.png")]) == []
-    # explicit files are kept whatever their name; a missing literal path is kept for the caller to report
-    assert list_images([tmp_path / "notes.txt", tmp_path / "gone.png"]) == [tmp_path / "gone.png",
-                                                                            tmp_path / "notes.txt"]
+    # explicit files are kept whatever their name; a missing path only on request (a batch reports it)
+    assert list_images([tmp_path / "notes.txt", tmp_path / "gone.png", tmp_path / "gone"]) == [tmp_path / "notes.txt"]
+    assert [f for f, _ in expand_inputs([tmp_path / "gone.png"], keep_missing=True)] == [tmp_path / "gone.png"]
     # relative output paths: under the folder, under the glob's fixed prefix, or the bare name
     monkeypatch.chdir(tmp_path)
     pairs = dict((str(f), str(r)) for f, r in expand_inputs(["sub", "*.png", "sub/deep/d.tif"]))

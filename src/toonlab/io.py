@@ -285,14 +285,15 @@ def _glob_root(pattern: str) -> Path:
     return Path(*root) if root else Path(".")
 
 
-def expand_inputs(inputs: list[str | Path], recursive: bool = True,
-                  exclude: Path | None = None) -> list[tuple[Path, Path]]:
+def expand_inputs(inputs: list[str | Path], recursive: bool = True, exclude: Path | None = None,
+                  keep_missing: bool = False) -> list[tuple[Path, Path]]:
     """Resolve files / folders / glob patterns to (file, relative path) pairs, sorted, without duplicates.
 
     The relative path is what an output keeps: the file name for a file, the path under the folder (or under the
     glob's fixed prefix) otherwise. Folders give image files only (by extension, hidden names skipped); a file
-    named explicitly is kept whatever its name, and a named path that does not exist is kept too, so the caller
-    reports it as a failed input. Anything under ``exclude`` (e.g. the output folder) is left out.
+    named explicitly is kept whatever its name. With ``keep_missing`` a named path that does not exist is kept
+    too, so that a batch reports it as a failed input. Anything under ``exclude`` (e.g. the output folder) is
+    left out.
     """
     found: dict[Path, Path] = {}
     excl = exclude.resolve() if exclude is not None else None
@@ -314,7 +315,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
         p = Path(s)
         if p.is_dir():
             add_folder(p, p)
-        elif p.is_file() or (not p.exists() and not glob.has_magic(s)):
+        elif p.is_file() or (keep_missing and not p.exists() and not glob.has_magic(s)):
             add(p, Path(p.name))
         else:
             root = _glob_root(s)

@@ -87,7 +87,7 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
     """
     out_dir = Path(out_dir)
     ext = _normalize_ext(ext)
-    pairs = expand_inputs(list(inputs), recursive=recursive, exclude=out_dir)
+    pairs = expand_inputs(list(inputs), recursive=recursive, exclude=out_dir, keep_missing=True)
     if not pairs:
         raise UsageError(f"no images found in: {' '.join(str(i) for i in inputs)}")
     summary = BatchSummary()
