@@ -11,9 +11,9 @@ He et al. 2010 as the edge-preserving smoother):
    photo I, so region boundaries stay as sharp as the input's.
 2. **Colour quantisation** — luminance Y (BT.601) snapped to ``levels`` flat bands with soft steps (``sharpness``),
    the chroma of the smoothed image kept and scaled by ``saturation``: out = Y_q + saturation · (q − Y).
-3. **Lines** — a difference of Gaussians on the smoothed luminance (σ = ``line_sigma``, 1.6σ; XDoG's soft
-   threshold, Winnemöller 2012), inked where it falls below −``line_threshold``, darkening by up to
-   ``line_strength``; computed at the working resolution so lines keep the same relative width at any size.
+3. **Lines** — a difference of Gaussians (σ = ``line_sigma``, 1.6σ; XDoG's soft threshold, Winnemöller 2012) on
+   the luminance after the first smoothing round, inked where it falls below −``line_threshold``, darkening by up
+   to ``line_strength``; computed at the working resolution so lines keep the same relative width at any size.
 
 Every length (radius, line_sigma) is in working-resolution pixels; images smaller than ``work_size`` scale them
 down, so the look does not depend on the photo's size.
@@ -47,7 +47,7 @@ class ClassicConfig:
     iterations: int = 2           # rounds of self-guided filtering
     levels: int = 8               # luminance bands
     sharpness: float = 40.0       # tanh slope of the band steps, per band width; large = hard steps
-    saturation: float = 1.35      # chroma gain
+    saturation: float = 1.35      # chroma gain (> 0; 1 = unchanged)
     line_strength: float = 0.85   # 0 = no lines, 1 = black lines
     line_sigma: float = 1.2       # inner Gaussian of the DoG
     line_threshold: float = 0.003  # DoG response (in [0,1] luminance) below which ink starts
@@ -57,7 +57,7 @@ class ClassicConfig:
         checks = {
             "work_size": self.work_size >= 0, "radius": self.radius >= 1, "eps": self.eps > 0,
             "iterations": self.iterations >= 0, "levels": self.levels >= 2, "sharpness": self.sharpness > 0,
-            "saturation": self.saturation >= 0, "line_strength": 0 <= self.line_strength <= 1,
+            "saturation": self.saturation > 0, "line_strength": 0 <= self.line_strength <= 1,
             "line_sigma": self.line_sigma > 0, "line_threshold": self.line_threshold >= 0,
             "line_gain": self.line_gain > 0,
         }
@@ -147,7 +147,7 @@ def _finish(x: torch.Tensor, ab: torch.Tensor, cfg: ClassicConfig, out: torch.Te
     writes the cartoon rows into ``out`` (B,3,n,W)."""
     s = torch.addcmul(ab[:, 3:6], ab[:, 0:3], x)  # sat·q, q = A·x + B (fast guided filter output)
     y_sat = _luma(s)
-    y = y_sat / cfg.saturation if cfg.saturation > 0 else _luma(x)
+    y = y_sat / cfg.saturation
     d = _quantize_luma(y, cfg.levels, cfg.sharpness).sub_(y_sat)  # out = Y_q + sat·(q − Y) = s + (Y_q − sat·Y)
     if ab.shape[1] == 7:
         m = ab[:, 6:7].mul(-cfg.line_strength).add_(1.0)  # ink darkens multiplicatively
