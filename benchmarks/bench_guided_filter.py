@@ -4,7 +4,8 @@ A real photo (scikit-image astronaut) resized to W×H (default 2048×1536, 3.1 M
 CTSS setting), the same guide for both: the colour image itself, and its gray version. Both run with the same thread
 count (default 2) and the same border (``"reflect"``, OpenCV's). Runs alternate between the two so both see the
 same background load. Prints one JSON object; ``ratio_opencv_over_toonlab`` = OpenCV median time / toonlab median
-time (> 1: toonlab faster); the same for the fastest runs.
+time (> 1: toonlab faster); the same for the fastest runs (``ratio_of_mins``); ``*_cpu_s`` = median CPU time of
+all the process's threads per call (the work done, whatever the load on a shared machine).
 
     .venv/bin/python benchmarks/bench_guided_filter.py [--runs 7] [--threads 2] [--size 2048x1536]
 """
