@@ -36,9 +36,10 @@ from starlette.staticfiles import StaticFiles
 
 from toonlab import __version__
 from toonlab.errors import ToonlabError
+from toonlab.infer.postprocess import PostProcess
 from toonlab.io import ImageReadError, decode_image, encode_image
 from toonlab.serve.config import API_KEY_ENV, OUTPUT_FORMATS, ServeConfig
-from toonlab.serve.models import ServedModel, finish, load_models
+from toonlab.serve.models import ServedModel, load_models
 from toonlab.serve.worker import QueueFull, WorkerPool
 
 # multipart framing (boundaries, part headers, the small form fields) on top of the file's own bytes
@@ -198,7 +199,7 @@ def _translate_job(data: bytes, name: str, model: ServedModel, style: str | None
     with torch.inference_mode():
         img = decode_image(data, name=name, max_pixels=max_pixels)
         photo = img.rgb[None]
-        out = finish(photo, model.run(photo, style), strength, keep_colors)
+        out = PostProcess(keep_colors=keep_colors, strength=strength)(model.run(photo, style), photo)
         alpha = img.alpha if fmt != "jpeg" else None  # JPEG cannot hold alpha
         return encode_image(out[0], alpha, fmt=fmt, quality=quality)
 

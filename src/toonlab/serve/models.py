@@ -10,7 +10,6 @@ from typing import Callable
 import torch
 
 from toonlab.errors import UsageError
-from toonlab.ops import rgb_to_yuv, yuv_to_rgb
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -32,24 +31,13 @@ class ServedModel:
                 **self.info}
 
 
-def classic_model() -> ServedModel:
-    """The learning-free cartoonizer (always served, name ``classic``)."""
-    from toonlab.infer.classic import ClassicConfig, cartoonize_classic
+def translator_model(name: str, source: str, device: str = "auto") -> ServedModel:
+    """``source`` ("classic", an export file or a run dir) through toonlab's Translator, served as ``name``.
 
-    cfg = ClassicConfig()
-
-    def run(rgb: torch.Tensor, style: str | None) -> torch.Tensor:
-        return cartoonize_classic(rgb, cfg)
-
-    return ServedModel("classic", "classic", run, info={"direction": "photo2cartoon", "work_size": cfg.work_size})
-
-
-def checkpoint_model(name: str, source: str, device: str = "auto") -> ServedModel:
-    """A trained model from an export file or a run dir, through the INFER engineer's Translator."""
+    The Translator applies the model's own recipe (e.g. CTSS's +40 % saturation); the request's keep_colors and
+    strength come after it (toonlab.serve.app), the same order as toonlab.infer.postprocess."""
     from toonlab.infer.translator import Translator
 
-    # The Translator applies the model's own recipe (e.g. CTSS's +40 % saturation); the request's strength and
-    # keep_colors come after, in `finish` (the same order as toonlab.infer.postprocess).
     tr = Translator.load(source, device=device)
 
     def run(rgb: torch.Tensor, style: str | None) -> torch.Tensor:
@@ -57,6 +45,11 @@ def checkpoint_model(name: str, source: str, device: str = "auto") -> ServedMode
 
     return ServedModel(name, tr.name, run, styles=tuple(tr.styles), size_multiple=int(tr.size_multiple),
                        info={"direction": tr.direction})
+
+
+def classic_model() -> ServedModel:
+    """The learning-free cartoonizer (always served, name ``classic``)."""
+    return translator_model("classic", "classic")
 
 
 def parse_model_specs(specs: list[str]) -> list[tuple[str, str]]:
@@ -82,19 +75,6 @@ def load_models(specs: list[str], device: str = "auto") -> dict[str, ServedModel
     """``classic`` plus every ``-m`` spec, loaded now (a bad checkpoint fails the start, not a request)."""
     models = {"classic": classic_model()}
     for name, source in parse_model_specs(specs):
-        models[name] = checkpoint_model(name, source, device)
+        models[name] = translator_model(name, source, device)
     return models
 
-
-def finish(photo: torch.Tensor, out: torch.Tensor, strength: float = 1.0, keep_colors: bool = False) -> torch.Tensor:
-    """User-facing post-processing of a translation ``out`` of ``photo`` (both (B,3,H,W) in [0,1]).
-
-    keep_colors: the output's luminance Y with the photo's chroma U, V (YUV of toonlab.ops) — the tone of the
-    photo stays. strength in [0,1]: photo + strength·(out − photo), 0 = the photo, 1 = the full translation.
-    """
-    if keep_colors:
-        yuv = torch.cat([rgb_to_yuv(out)[:, :1], rgb_to_yuv(photo)[:, 1:]], 1)
-        out = yuv_to_rgb(yuv).clamp_(0.0, 1.0)
-    if strength < 1.0:
-        out = torch.lerp(photo, out, strength)
-    return out
