@@ -82,12 +82,13 @@ def _one_line(e: BaseException) -> str:
 
 def _hwc_to_chw(arr: np.ndarray, scale: float) -> torch.Tensor:
     """(H,W) or (H,W,C) numeric array -> contiguous float32 (C,H,W) tensor, multiplied by ``scale``."""
-    arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # Pillow's array interface is read-only; torch wants a writable buffer
         arr = arr.copy()
     t = torch.from_numpy(arr)
     t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
-    return t.to(torch.float32).mul_(scale).contiguous()
+    out = torch.empty(t.shape, dtype=torch.float32)
+    out.copy_(t)  # one pass: HWC uint8 -> CHW float32
+    return out.mul_(scale)
 
 
 def _to_tensors(im: Image.Image) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -108,7 +109,7 @@ def _to_tensors(im: Image.Image) -> tuple[torch.Tensor, torch.Tensor | None]:
         rgba = _hwc_to_chw(arr, 1.0 / 255.0)
         return rgba[:3].contiguous(), rgba[3:].contiguous()
     # RGB, CMYK (Pillow's naive inversion; ICC profiles are ignored), YCbCr, RGBX, P without transparency, ...
-    return _hwc_to_chw(np.asarray(im.convert("RGB")), 1.0 / 255.0), None
+    return _hwc_to_chw(np.array(im if mode == "RGB" else im.convert("RGB")), 1.0 / 255.0), None
 
 
 def _decode(src, name: str, max_pixels: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
