@@ -137,7 +137,8 @@ def _upsample_rows(low: torch.Tensor, i0: int, i1: int, size: tuple[int, int]) -
     src = ((torch.arange(i0, i1, dtype=torch.float64) + 0.5) * scale - 0.5).clamp_(min=0)
     r0 = src.floor().long().clamp_(max=hs - 1)
     r1 = (r0 + 1).clamp_(max=hs - 1)
-    weight = (src - r0).to(low.dtype).view(1, 1, -1, 1)
+    weight = (src - r0).to(low.device, low.dtype).view(1, 1, -1, 1)  # indices computed on the CPU in float64
+    r0, r1 = r0.to(low.device), r1.to(low.device)
     rows = torch.lerp(low.index_select(2, r0), low.index_select(2, r1), weight)
     return F.interpolate(rows, size=(i1 - i0, w), mode="bilinear", align_corners=False)
 
