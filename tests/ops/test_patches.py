@@ -1,10 +1,17 @@
 """Sliding patches, their count, edge scores and top-K (CTSS sampler steps 5–6)."""
 
-import numpy as np
 import pytest
 import torch
 
-from toonlab.ops import OpsInputError, ctss_edge_map, high_pass, num_patches, patch_scores, sliding_patches, topk_patches
+from toonlab.ops import (
+    OpsInputError,
+    ctss_edge_map,
+    high_pass,
+    num_patches,
+    patch_scores,
+    sliding_patches,
+    topk_patches,
+)
 
 
 @pytest.mark.parametrize(

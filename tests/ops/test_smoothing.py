@@ -48,7 +48,9 @@ def test_edge_smooth_batch_equals_single_images_and_keeps_dtype(cartoonish):
     torch.testing.assert_close(edge_smooth(flat), flat)
 
 
-@pytest.mark.parametrize("x", [torch.rand(1, 1, 16, 16), torch.rand(3, 16, 16), torch.zeros(1, 3, 8, 8, dtype=torch.uint8)])
+@pytest.mark.parametrize(
+    "x", [torch.rand(1, 1, 16, 16), torch.rand(3, 16, 16), torch.zeros(1, 3, 8, 8, dtype=torch.uint8)]
+)
 def test_edge_smooth_bad_input(x):
     with pytest.raises(OpsInputError):
         edge_smooth(x)

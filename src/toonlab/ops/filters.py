@@ -313,7 +313,9 @@ def _combine_into(out: torch.Tensor, mean_ab: torch.Tensor, guide: torch.Tensor,
         out.addcmul_(mean_ab[:, k : 3 * c : 3], guide[:, k : k + 1])
 
 
-def _guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border, self_guided: bool) -> torch.Tensor:
+def _guided(
+    p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border, self_guided: bool
+) -> torch.Tensor:
     c = p.shape[1]
     coefficients = _coefficients_gray if guide.shape[1] == 1 else _coefficients_color
     parts = _moment_parts(p, guide, self_guided)
