@@ -46,6 +46,39 @@ class _Negative(Model):
         return self.networks["G"]
 
 
+class _ChannelPick(nn.Module):
+    """Multi-style G: style 0 keeps the red channel, 1 the blue one (others set to −1, i.e. 0 on [0,1])."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x, style):
+        keep = torch.where(style == 0, 0, 2)
+        mask = torch.zeros_like(x)
+        mask[torch.arange(x.shape[0]), keep] = 1
+        return (x * self.scale) * mask - (1 - mask)
+
+
+@register("_serve_styles_test")
+class _Styles(Model):
+    Config = _NegConfig
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.networks["G"] = _ChannelPick()
+
+    @property
+    def styles(self):
+        return ("reds", "blues")
+
+    def phases(self):
+        return (Phase("init", 1, (Step("init", ("G",), 1e-3),)),)
+
+    def translator(self):
+        return self.networks["G"]
+
+
 def test_model_specs():
     assert parse_model_specs(["runs/ctss/", "x/hayao.safetensors", "fast=a/b.safetensors"]) == [
         ("ctss", "runs/ctss/"), ("hayao", "x/hayao.safetensors"), ("fast", "a/b.safetensors")]
@@ -68,3 +101,27 @@ def test_serves_an_export_checkpoint(tmp_path, photo_small):
         assert r.status_code == 200, r.text
         got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
         assert np.abs(got - 127.5).max() <= 1  # x + 0.5·((1 − x) − x) = 0.5 everywhere
+        odd = photo_small[:131, :157]  # not a multiple of size_multiple (4): padded, translated, cropped back
+        r = httpx.post(f"{url}/v1/cartoonize", files={"image": ("p.png", encode(odd), "image/png")},
+                       data={"model": "neg"}, timeout=60)
+        got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+        assert got.shape == odd.shape and np.abs(got - (255 - odd.astype(int))).max() <= 1
+
+
+def test_serves_a_multi_style_checkpoint(tmp_path, photo_small):
+    path = save_export(_Styles(_NegConfig()), tmp_path / "two-styles.safetensors")
+    cfg = ServeConfig(models=[str(path)], device="cpu", access_log=None)
+    with running_server(cfg, load_models(cfg.models, cfg.device)) as url:
+        info = {m["name"]: m for m in httpx.get(f"{url}/v1/models").json()["models"]}
+        assert info["two-styles"]["styles"] == ["reds", "blues"] and info["two-styles"]["default_style"] == "reds"
+        for style, channel in (("blues", 2), ("reds", 0), (None, 0)):
+            fields = {"model": "two-styles"} | ({"style": style} if style else {})
+            r = httpx.post(f"{url}/v1/cartoonize", files={"image": ("p.png", encode(photo_small), "image/png")},
+                           data=fields, timeout=60)
+            assert r.status_code == 200, r.text
+            got = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
+            assert np.abs(got[..., channel] - photo_small[..., channel]).max() <= 1
+            assert np.delete(got, channel, axis=2).max() == 0
+        r = httpx.post(f"{url}/v1/cartoonize", files={"image": ("p.png", encode(photo_small), "image/png")},
+                       data={"model": "two-styles", "style": "greens"})
+        assert r.status_code == 400 and "reds, blues" in r.json()["detail"]
