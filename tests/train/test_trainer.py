@@ -175,3 +175,18 @@ def test_max_minutes_stops_with_a_checkpoint(tmp_path, tiny_data):
     out = tr.fit()
     assert out["step"] == 1 < tr.total_steps
     assert out["state"].endswith("state-0000001.safetensors")
+
+
+def test_tensorboard_scalars_and_sample_grids(tmp_path, tiny_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tr = _trainer(tmp_path, tiny_data, train={"phase_steps": {"init": 1, "adv": 2}, "tensorboard": True,
+                                              "sample_every": 3})
+    tr.fit()
+    acc = EventAccumulator(str(tr.run_dir / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("G/loss")] == [2, 3]
+    assert [e.step for e in acc.Images("samples")] == [3]
+    grid = (tr.run_dir / "samples" / "step-000003.png")
+    from PIL import Image
+    assert Image.open(grid).size == (2 * 16, 4 * 16)  # rows: 4 validation photos; columns: input | output
