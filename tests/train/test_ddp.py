@@ -1,8 +1,10 @@
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -12,6 +14,7 @@ from toonlab.train.trainer import Trainer
 from .conftest import run_config, write_yaml
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_two_cpu_processes_match_each_other_and_one_process_with_the_combined_batch(tmp_path, tiny_data):
@@ -39,3 +42,22 @@ def test_two_cpu_processes_match_each_other_and_one_process_with_the_combined_ba
     exported = load_file(str(ddp_run / "checkpoints" / "latest.safetensors"))
     assert all(torch.equal(exported[k], r0[f"G.{k}"]) for k in exported)
     assert len((ddp_run / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_cli_nproc_relaunches_under_torchrun_with_a_batchnorm_model(tmp_path):
+    """`toonlab train --nproc 2` on a registered model whose D has BatchNorm (per-process statistics on CPU)."""
+    from toonlab.data.synth import make_synthtoon
+
+    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "toonlab.cli", "train", str(CONFIGS / "cartoongan-tiny.yaml"),
+                           f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
+                           f"train.run_dir={run}", "train.progress=false", "--nproc", "2"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "SyncBatchNorm needs CUDA" in proc.stderr
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # rank 0 alone logs
+    assert (run / "checkpoints" / "latest.safetensors").is_file()
