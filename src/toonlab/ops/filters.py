@@ -73,7 +73,8 @@ class _StreamedBox:
     dozen rows exist, so everything stays in cache and no full-size temporary is ever touched.
     """
 
-    def __init__(self, n: int, like: torch.Tensor, r: int, border: Border, block_rows: int):
+    def __init__(self, n: int, like: torch.Tensor, r: int, border: Border, block_rows: int, mean: bool = True):
+        self.mean = mean  # False: emit window sums (the consumer folds in 1/(2r+1)², saving a pass)
         self.batch, self.h, self.w = like.shape[0], like.shape[-2], like.shape[-1]
         self.n, self.r, self.k = n, r, 2 * r + 1
         self.src_h = _source_index(self.h, r, border)
@@ -109,7 +110,8 @@ class _StreamedBox:
 
     def push(self, rows: int, fill: Callable[[torch.Tensor], None]) -> tuple[int, int, torch.Tensor] | None:
         """Take the next ``rows`` source rows (``fill`` writes them into a (B,n,rows,W) view); return the newly
-        complete output rows as (i0, i1, means (B,n,i1-i0,W) view of an internal buffer, valid until the next push)."""
+        complete output rows as (i0, i1, means (B,n,i1-i0,W) view of an internal buffer, valid until the next push)
+        (window sums instead of means if the box was made with ``mean=False``)."""
         r, k, w = self.r, self.k, self.w
         fill(self.wbuf[:, :rows, :, r + 1 : r + 1 + w].transpose(1, 2))
         self._w_sums(rows)
@@ -134,7 +136,8 @@ class _StreamedBox:
         self.last.copy_(prev)
         self.emitted = end
         out = self.out[:, : end - i0]
-        out.mul_(1.0 / (k * k))
+        if self.mean:
+            out.mul_(1.0 / (k * k))
         return i0, end, out.transpose(1, 2)
 
 
@@ -303,14 +306,15 @@ def _combine(mean_ab: torch.Tensor, guide: torch.Tensor, c: int) -> torch.Tensor
     return (a * guide.unsqueeze(1)).sum(2) + mean_ab[:, 3 * c :]
 
 
-def _combine_into(out: torch.Tensor, mean_ab: torch.Tensor, guide: torch.Tensor, c: int) -> None:
-    """:func:`_combine` written straight into ``out`` (no temporaries; streamed path)."""
+def _combine_into(out: torch.Tensor, sum_ab: torch.Tensor, guide: torch.Tensor, c: int, area: int) -> None:
+    """:func:`_combine` from window sums of a and b (area = window size), written straight into ``out``."""
+    na = c * guide.shape[1]
+    torch.mul(sum_ab[:, na:], 1.0 / area, out=out)
     if guide.shape[1] == 1:
-        torch.addcmul(mean_ab[:, c:], mean_ab[:, :c], guide, out=out)
+        out.addcmul_(sum_ab[:, :c], guide, value=1.0 / area)
         return
-    out.copy_(mean_ab[:, 3 * c :])
     for k in range(3):
-        out.addcmul_(mean_ab[:, k : 3 * c : 3], guide[:, k : k + 1])
+        out.addcmul_(sum_ab[:, k:na:3], guide[:, k : k + 1], value=1.0 / area)
 
 
 def _guided(
@@ -363,7 +367,8 @@ def _guided_streamed(
     parts = _moment_parts(p, guide, self_guided)
     keep = slice(offset, offset + out.shape[-1])
     box1 = _StreamedBox(sum(map(_part_channels, parts)), p, r, border, _PUSH_ROWS)
-    box2 = _StreamedBox(c * guide.shape[1] + c, p, r, border, _PUSH_ROWS + r)  # box1 emits <= rows + r at once
+    # box1 emits <= rows + r rows at once; box2 emits window sums, _combine_into divides by the area.
+    box2 = _StreamedBox(c * guide.shape[1] + c, p, r, border, _PUSH_ROWS + r, mean=False)
     for s0 in range(0, h, _PUSH_ROWS):
         s1 = min(h, s0 + _PUSH_ROWS)
         moments = box1.push(s1 - s0, _fill_parts(parts, s0, s1))
@@ -373,8 +378,8 @@ def _guided_streamed(
         coefficients_block = coefficients(m, c, self_guided, eps)
         done = box2.push(i1 - i0, lambda dst: torch.cat(coefficients_block, 1, out=dst))
         if done is not None:
-            j0, j1, mean_ab = done
-            _combine_into(out[..., j0:j1, :], mean_ab[..., keep], guide[..., j0:j1, keep], c)
+            j0, j1, sum_ab = done
+            _combine_into(out[..., j0:j1, :], sum_ab[..., keep], guide[..., j0:j1, keep], c, (2 * r + 1) ** 2)
 
 
 def _check_guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border) -> None:
