@@ -99,7 +99,8 @@ class Translator:
                  module: nn.Module | None = None, styles: Sequence[str] = (), direction: str = "photo2cartoon",
                  post: PostProcess | None = None, memory_budget: int | None = None, tile: int | None = None,
                  overlap: int = 32, norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
-                 style: str | int | None = None, channels_last: bool = True, meta: dict | None = None):
+                 style: str | int | None = None, channels_last: bool = True, meta: dict | None = None,
+                 bytes_per_pixel: float | None = None):
         self._forward, self.name, self.device, self.dtype = forward, name, device, dtype
         self.size_multiple, self.module, self.styles, self.direction = size_multiple, module, tuple(styles), direction
         self.post = post or PostProcess()
@@ -107,7 +108,7 @@ class Translator:
         self.tile, self.overlap, self.norm_stats, self.batch_size = tile, overlap, norm_stats, batch_size
         self.channels_last, self.meta = channels_last, dict(meta or {})
         self.default_style = self.style_index(style) if style is not None else (0 if self.styles else None)
-        self._bytes_per_pixel: float | None = None
+        self._bytes_per_pixel = bytes_per_pixel  # None: measured on first use (needs ``module``)
         if overlap % max(size_multiple, 1):
             self.overlap = (overlap // size_multiple + 1) * size_multiple
 
@@ -186,7 +187,7 @@ class Translator:
     def bytes_per_pixel(self) -> float:
         if self._bytes_per_pixel is None:
             if self.module is None:
-                self._bytes_per_pixel = 64.0  # ONNX / classic: not probed (only used to size batches)
+                self._bytes_per_pixel = 64.0  # classic: OpenCV-light, only used to size batches
             else:
                 probe_style = self._style_tensor(1, None)
                 self._bytes_per_pixel = tiling.estimate_bytes_per_pixel(
