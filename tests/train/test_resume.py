@@ -71,3 +71,14 @@ def test_resume_errors(tmp_path, tiny_data):
     with pytest.raises(UsageError, match="give no CONFIG"):
         train(tmp_path / "c.yaml", resume=tmp_path / "run")
     assert resolve_run_config(cfg).train.max_steps is None
+
+
+def test_resume_with_a_shortened_phase_moves_on(tmp_path, tiny_data):
+    """A phase stopped early (max_steps / max_minutes) can be closed on resume by shortening it in phase_steps."""
+    cfg = run_config(tmp_path, tiny_data, train={"phase_steps": {"init": 100, "adv": 100}, "max_steps": 2})
+    train(write_yaml(tmp_path / "c.yaml", cfg))
+    out = train(None, ["train.phase_steps={init: 2, adv: 2}", "train.max_steps=null"], resume=tmp_path / "run")
+    assert out["step"] == 4
+    phases = [json.loads(x).get("phase") for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert phases == ["init", "init", "adv", "adv"]
+    assert set(load_state(out["state"])["optimizers"]) == {"adv.D", "adv.G"}

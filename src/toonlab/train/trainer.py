@@ -241,8 +241,11 @@ class Trainer:
         self.step, self.position, self.epoch = s["step"], s["position"], s["epoch"]
         self.skipped_images, self.strikes, self.restores = s["skipped_images"], s["strikes"], s["restores"]
         self.best, self.window = s["best"], s["window"]
-        if s["phase"] is not None:
-            self._enter_phase(next(sp.phase for sp in self.spans if sp.phase.name == s["phase"]))
+        # the saved phase's optimisers continue; if phase_steps were changed so that it no longer runs at this
+        # step, the loop starts the next phase with fresh optimisers as usual
+        saved = [sp for sp in self.spans if sp.phase.name == s["phase"]]
+        if saved and self.step < self.total_steps and self._span_at(self.step).phase.name == s["phase"]:
+            self._enter_phase(saved[0].phase)
             for k, o in self.optimizers.items():
                 o.load_state_dict(s["optimizers"][k])
             for k, sc in self.scalers.items():
