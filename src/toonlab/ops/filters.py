@@ -167,9 +167,15 @@ def _run_slabs(
         with torch.inference_mode(inference), torch.no_grad():
             task(*job)
 
-    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        for future in [pool.submit(run, *job) for job in jobs]:
-            future.result()
+    # Each slab thread runs its ops single-threaded: nested intra-op thread teams would oversubscribe the cores.
+    # (PyTorch's intra-op thread count is process-wide; it is restored on exit.)
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            for future in [pool.submit(run, *job) for job in jobs]:
+                future.result()
+    finally:
+        torch.set_num_threads(workers)
 
 
 def _part_channels(part: Part) -> int:
