@@ -183,6 +183,7 @@ def test_streamed_path_column_slabs_and_threads_agree_with_graph_path(threads, m
     try:
         with torch.inference_mode():
             got = [guided_filter(p, p, 3, 0.05), guided_filter(p, gray, 3, 0.05), box_filter(p, 4)]
+        assert torch.get_num_threads() == threads  # the slab threads' single-threading is undone
     finally:
         torch.set_num_threads(before)
     for out, ref in zip(got, expected):
