@@ -197,17 +197,95 @@ def prepare_check(src: str = typer.Argument(..., help="Dataset folder."),
 # ---- end prepare ----------------------------------------------------------------------------------------------
 
 
-# ---- cartoonize (owner: IO engineer; INFER engineer extends _make_translate) ------------------------------------
+# ---- cartoonize (owner: IO engineer; model options, realize, export, import-weights: INFER engineer) ----------
 _CLASSIC = "Classic cartoonizer (default: toonlab.infer.classic.ClassicConfig)"
 
 
-def _make_translate(classic_knobs: dict):
-    """The per-image function of `cartoonize`: LoadedImage -> rgb (3,H,W) in [0,1]. Today: the classic
-    (learning-free) cartoonizer with the given knobs (None = default); bad knob values are usage errors."""
-    from toonlab.infer.classic import ClassicConfig, cartoonize_classic
+# ---- model options (INFER engineer): -m, --style, post-processing, backend, device, tiling, video -------------
+_MODEL = "Model (a trained checkpoint instead of the classic cartoonizer)"
+_M_OPTS = dict(
+    style=typer.Option(None, "--style", help="Style name of a multi-style model (see `toonlab models CKPT`).",
+                       rich_help_panel=_MODEL),
+    strength=typer.Option(None, "--strength", min=0.0, max=1.0, help="Blend with the input: 0 = input, 1 = full "
+                                                                     "effect.", rich_help_panel=_MODEL),
+    keep_colors=typer.Option(False, "--keep-colors", help="Keep the input's colours (output luminance, input "
+                                                          "chroma).", rich_help_panel=_MODEL),
+    post_saturation=typer.Option(None, "--post-saturation", help="Saturation factor after the model (default: "
+                                                                 "the model's, CTSS 1.4).", rich_help_panel=_MODEL),
+    backend=typer.Option("torch", "--backend", help="torch | onnx (onnx: -m FILE.onnx from `toonlab export`).",
+                         rich_help_panel=_MODEL),
+    device=typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel=_MODEL),
+    dtype=typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16 (half types on CUDA).", rich_help_panel=_MODEL),
+    tile=typer.Option(None, "--tile", help="Tile side in pixels (default: from the memory budget).",
+                      rich_help_panel=_MODEL),
+    memory_budget=typer.Option(None, "--memory-budget", help="Activation memory per forward pass in MiB before "
+                                                             "tiling (default: 1024 on CPU, 1/4 of free GPU "
+                                                             "memory).", rich_help_panel=_MODEL),
+    batch_size=typer.Option(8, "--batch-size", min=1, help="Images (or video frames) per forward pass.",
+                            rich_help_panel=_MODEL),
+    smoothing=typer.Option(0.0, "--smoothing", min=0.0, max=0.99, help="Video: temporal smoothing of static "
+                                                                       "regions (0 = off, e.g. 0.6).",
+                           rich_help_panel=_MODEL),
+)
 
-    config = ClassicConfig(**{k: v for k, v in classic_knobs.items() if v is not None})
-    return lambda loaded: cartoonize_classic(loaded.rgb[None], config)[0]
+
+def _load_translator(model: str | None, classic_knobs: dict | None, *, style, strength, keep_colors,
+                     post_saturation, backend, device, dtype, tile, memory_budget, batch_size):
+    """A Translator for `-m MODEL` (export file, run dir, .onnx) or, without -m, the classic cartoonizer."""
+    from toonlab.errors import UsageError
+    from toonlab.infer.translator import Translator
+
+    if backend not in ("torch", "onnx"):
+        raise UsageError(f"--backend must be torch or onnx, got {backend!r}")
+    if model is not None and str(model).lower().endswith(".onnx"):
+        backend = "onnx"
+    elif backend == "onnx":
+        raise UsageError("--backend onnx needs -m FILE.onnx (make one with `toonlab export CKPT --format onnx`)")
+    common = dict(style=style, strength=strength, keep_colors=keep_colors or None, saturation=post_saturation,
+                  tile=tile, batch_size=batch_size,
+                  memory_budget=None if memory_budget is None else int(memory_budget * (1 << 20)))
+    if model is None:
+        from toonlab.infer.classic import ClassicConfig
+
+        config = ClassicConfig(**{k: v for k, v in (classic_knobs or {}).items() if v is not None})
+        return Translator.load("classic", classic_options={"config": config}, **common)
+    if classic_knobs and any(v is not None for v in classic_knobs.values()):
+        raise UsageError("classic cartoonizer options (--radius, --levels, ...) do not apply with -m")
+    return Translator.load(model, device=device, dtype=dtype, **common)
+
+
+def _run_translation(command: str, inputs: list[str], out: str, translator, *, suffix: str, ext: str | None,
+                     overwrite: bool, quality: int, progress: bool, smoothing: float, batch_size: int) -> None:
+    """Images through infer/batch.run_batch, videos through infer/video.translate_video; one summary line."""
+    from pathlib import Path
+
+    from toonlab.infer.batch import BatchSummary, run_batch
+    from toonlab.infer.video import is_video, translate_video
+    from toonlab.io import OutputExistsError
+
+    videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
+    images = [p for p in inputs if not (is_video(p) and Path(p).is_file())]
+    summary = BatchSummary()
+    if images:
+        summary = run_batch(images, out, lambda loaded: translator.translate_tensor(loaded.rgb[None])[0],
+                            suffix=suffix, ext=ext, overwrite=overwrite, progress=progress, quality=quality)
+    for video in videos:
+        dst = Path(out) / f"{video.stem}{suffix or ''}{video.suffix}"
+        try:
+            res = translate_video(video, dst, translator.translate_tensor, batch_size=batch_size,
+                                  smoothing=smoothing, overwrite=overwrite)
+        except OutputExistsError:
+            summary.skipped.append(dst)
+        except Exception as e:  # one bad video never stops the others
+            summary.failed.append((video, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        else:
+            summary.done.append(dst)
+            if res.bad_frames:
+                typer.echo(f"warning: {video}: {res.bad_frames} undecodable packet(s) skipped", err=True)
+    for _, message in summary.failed:
+        typer.echo(f"failed: {message}", err=True)
+    typer.echo(f"{command}: {summary.line()} -> {out}")
+    raise typer.Exit(0 if summary.ok else 1)
 
 
 @app.command("cartoonize")
@@ -235,19 +313,86 @@ def cartoonize_cmd(
                                             rich_help_panel=_CLASSIC),
         line_threshold: float = typer.Option(None, "--line-threshold", help="Edge response where ink starts "
                                                                             "(smaller = more lines).",
-                                             rich_help_panel=_CLASSIC)):
-    """Cartoonize images (files, folders, globs) into an output folder. Exit 0 all done, 1 some failed, 2 usage."""
-    from toonlab.infer.batch import run_batch
+                                             rich_help_panel=_CLASSIC),
+        model: str = typer.Option(None, "--model", "-m", help="Export checkpoint (.safetensors), run dir, or .onnx "
+                                                              "file (default: the classic cartoonizer).",
+                                  rich_help_panel=_MODEL),
+        style: str = _M_OPTS["style"], strength: float = _M_OPTS["strength"],
+        keep_colors: bool = _M_OPTS["keep_colors"], post_saturation: float = _M_OPTS["post_saturation"],
+        backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
+        tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
+        batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"]):
+    """Cartoonize images and videos (files, folders, globs) into an output folder. Exit 0 all done, 1 some
+    failed, 2 usage."""
+    classic = dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations, levels=levels,
+                   saturation=saturation, line_strength=line_strength, line_threshold=line_threshold)
+    translator = _load_translator(model, classic, style=style, strength=strength, keep_colors=keep_colors,
+                                  post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
+                                  tile=tile, memory_budget=memory_budget, batch_size=batch_size)
+    if translator.direction == "cartoon2photo":
+        from toonlab.errors import UsageError
 
-    translate = _make_translate(dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations,
-                                     levels=levels, saturation=saturation, line_strength=line_strength,
-                                     line_threshold=line_threshold))
-    summary = run_batch(inputs, out, translate, suffix=suffix, ext=ext, overwrite=overwrite,
-                        progress=not no_progress, quality=quality)
-    for _, message in summary.failed:
-        typer.echo(f"failed: {message}", err=True)
-    typer.echo(f"cartoonize: {summary.line()} -> {out}")
-    raise typer.Exit(0 if summary.ok else 1)
+        raise UsageError(f"{model}: a cartoon → photo model ({translator.name}); use `toonlab realize`")
+    _run_translation("cartoonize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
+                     quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size)
+
+
+@app.command("realize")
+def realize_cmd(
+        inputs: list[str] = typer.Argument(..., help="Cartoon images / videos: files, folders or glob patterns."),
+        model: str = typer.Option(..., "--model", "-m", help="A cartoon → photo checkpoint (toon2real export "
+                                                             "file, run dir or .onnx)."),
+        out: str = typer.Option(..., "--out", "-o", help="Output folder (keeps the inputs' sub-folders)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
+        ext: str = typer.Option(None, "--ext", help="Output image format (default: the input's)."),
+        suffix: str = typer.Option("", "--suffix", help="Appended to each output's file name stem."),
+        quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
+        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+        style: str = _M_OPTS["style"], strength: float = _M_OPTS["strength"],
+        keep_colors: bool = _M_OPTS["keep_colors"], post_saturation: float = _M_OPTS["post_saturation"],
+        backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
+        tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
+        batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"]):
+    """Turn cartoons into photo-like images (Toon2real). Exit 0 all done, 1 some failed, 2 usage."""
+    translator = _load_translator(model, None, style=style, strength=strength, keep_colors=keep_colors,
+                                  post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
+                                  tile=tile, memory_budget=memory_budget, batch_size=batch_size)
+    if translator.direction != "cartoon2photo":
+        from toonlab.errors import UsageError
+
+        raise UsageError(f"{model}: {translator.name} translates photos to cartoons; use `toonlab cartoonize`")
+    _run_translation("realize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
+                     quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size)
+
+
+@app.command("export")
+def export_cmd(checkpoint: str = typer.Argument(..., help="Export checkpoint (.safetensors) or run dir."),
+               out: str = typer.Option(..., "--out", "-o", help="Output file (.onnx or .pt)."),
+               fmt: str = typer.Option("onnx", "--format", "-f", help="onnx | torchscript."),
+               opset: int = typer.Option(17, "--opset", help="ONNX opset version.")):
+    """Export a generator to ONNX or TorchScript (dynamic H/W) and compare it with PyTorch on a real photo."""
+    from toonlab.infer.export import export_model
+
+    res = export_model(checkpoint, out, fmt, opset=opset)
+    h, w = res.photo_size
+    typer.echo(f"export: {res.path} ({res.format}); max |exported - pytorch| on a {h}x{w} photo: "
+               f"{res.max_abs_diff:.2e}")
+    if res.max_abs_diff > 1e-3:
+        typer.echo("error: the exported model differs from PyTorch by more than 1e-3", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("import-weights")
+def import_weights_cmd(src: str = typer.Argument(..., help="Released weights: animegan2-pytorch .pt or "
+                                                           "CartoonGAN *_net_G_float.pth."),
+                       arch: str = typer.Option(..., "--arch", help="animegan2 | cartoongan."),
+                       out: str = typer.Option(..., "--out", "-o", help="Output export checkpoint "
+                                                                         "(.safetensors).")):
+    """Convert published generator weights into a toonlab export checkpoint (use it with -m)."""
+    from toonlab.infer.import_weights import import_weights
+
+    path = import_weights(src, arch, out)
+    typer.echo(f"import-weights: {src} ({arch}) -> {path}")
 # ---- end cartoonize -----------------------------------------------------------------------------------------
 
 

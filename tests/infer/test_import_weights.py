@@ -7,32 +7,6 @@ from toonlab.infer.import_weights import import_weights
 from toonlab.infer.translator import Translator
 
 
-def _cartoongan_released(n_res=8, seed=0):
-    """A state dict in the layout of Yijunmaverick/CartoonGAN-Test-Pytorch-Torch network/Transformer.py
-    (names and shapes written out here, independently of toonlab's model code)."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-
-    def conv(name, cout, cin, k, transposed=False):
-        sd[f"{name}.weight"] = torch.randn((cin, cout, k, k) if transposed else (cout, cin, k, k), generator=g) * 0.05
-        sd[f"{name}.bias"] = torch.randn(cout, generator=g) * 0.05
-
-    def norm(name, c):
-        sd[f"{name}.scale"] = 1 + 0.1 * torch.randn(c, generator=g)
-        sd[f"{name}.shift"] = 0.1 * torch.randn(c, generator=g)
-
-    conv("conv01_1", 64, 3, 7), norm("in01_1", 64)
-    conv("conv02_1", 128, 64, 3), conv("conv02_2", 128, 128, 3), norm("in02_1", 128)
-    conv("conv03_1", 256, 128, 3), conv("conv03_2", 256, 256, 3), norm("in03_1", 256)
-    for i in range(4, 4 + n_res):
-        for j in (1, 2):
-            conv(f"conv{i:02d}_{j}", 256, 256, 3), norm(f"in{i:02d}_{j}", 256)
-    conv("deconv01_1", 128, 256, 3, transposed=True), conv("deconv01_2", 128, 128, 3), norm(f"in{4 + n_res}_1", 128)
-    conv("deconv02_1", 64, 128, 3, transposed=True), conv("deconv02_2", 64, 64, 3), norm(f"in{5 + n_res}_1", 64)
-    conv("deconv03_1", 3, 64, 7)
-    return sd
-
-
 def _cartoongan_direct(sd, x_bgr, n_res=8):
     """The released network written with torch.nn.functional from the raw dict (Transformer.py's forward:
     reflection pads for 7×7 and residual convs, zero pads elsewhere, biased-variance instance norm, eps 1e-9)."""
@@ -58,8 +32,8 @@ def _cartoongan_direct(sd, x_bgr, n_res=8):
     return torch.tanh(conv(y, "deconv03_1", pad=3, reflect=True))
 
 
-def test_cartoongan_released_layout_maps_and_handles_bgr(tmp_path, astronaut):
-    sd = _cartoongan_released()
+def test_cartoongan_released_layout_maps_and_handles_bgr(tmp_path, astronaut, cartoongan_released):
+    sd = cartoongan_released()
     src = tmp_path / "Hayao_net_G_float.pth"
     torch.save({f"module.{k}": v for k, v in sd.items()}, src)  # a DataParallel-saved variant
     out = import_weights(src, "cartoongan", tmp_path / "hayao.safetensors")
@@ -91,15 +65,15 @@ def test_animegan2_layout_maps(tmp_path, astronaut):
     assert torch.allclose(t(x), ref, atol=1e-4)
 
 
-def test_mismatched_and_foreign_files(tmp_path):
-    sd = _cartoongan_released()
+def test_mismatched_and_foreign_files(tmp_path, cartoongan_released):
+    sd = cartoongan_released()
     sd.pop("in01_1.scale")
     sd["extra.weight"] = torch.zeros(1)
     src = tmp_path / "bad.pth"
     torch.save(sd, src)
     with pytest.raises(ToonlabError, match=r"bad.pth.*missing: in01_1.scale.*unexpected: extra.weight"):
         import_weights(src, "cartoongan", tmp_path / "o.safetensors")
-    wrong = _cartoongan_released()
+    wrong = cartoongan_released()
     wrong["conv01_1.weight"] = torch.zeros(64, 3, 5, 5)
     torch.save(wrong, tmp_path / "wrong.pth")
     with pytest.raises(ToonlabError, match="shape mismatch: conv01_1.weight"):

@@ -9,38 +9,6 @@ from toonlab.errors import ToonlabError
 from toonlab.infer.video import TemporalSmoother, translate_video
 
 
-def _make_video(path, n=12, fps=10, size=(64, 48), audio=True):
-    """A tiny H.264 video (a square moving over a static gradient) with an AAC sine track."""
-    w, h = size
-    out = av.open(str(path), "w")
-    vs = out.add_stream("libx264", rate=fps)
-    vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-    a_s = out.add_stream("aac", rate=16000) if audio else None
-    base = np.zeros((h, w, 3), np.uint8)
-    base[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None]
-    base[..., 2] = np.linspace(255, 0, h, dtype=np.uint8)[:, None]
-    for i in range(n):
-        img = base.copy()
-        img[10:22, 4 * i:4 * i + 12] = (250, 250, 40)
-        for p in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-            out.mux(p)
-    for p in vs.encode(None):
-        out.mux(p)
-    if a_s is not None:
-        t = np.arange(int(16000 * n / fps)) / 16000
-        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        for k in range(0, len(samples), 1024):
-            chunk = samples[k:k + 1024][None]
-            frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-            frame.sample_rate, frame.pts = 16000, k
-            for p in a_s.encode(frame):
-                out.mux(p)
-        for p in a_s.encode(None):
-            out.mux(p)
-    out.close()
-    return path
-
-
 def _probe(path):
     with av.open(str(path)) as c:
         v = c.streams.video[0]
@@ -48,8 +16,8 @@ def _probe(path):
         return n, v.average_rate, (v.codec_context.width, v.codec_context.height), len(c.streams.audio)
 
 
-def test_video_keeps_frames_rate_size_and_audio(tmp_path):
-    src = _make_video(tmp_path / "in.mp4")
+def test_video_keeps_frames_rate_size_and_audio(tmp_path, make_video):
+    src = make_video(tmp_path / "in.mp4")
     calls = []
 
     def invert(x):
@@ -68,10 +36,10 @@ def test_video_keeps_frames_rate_size_and_audio(tmp_path):
     assert not list(tmp_path.joinpath("out").glob(".*tmp*"))
 
 
-def test_video_without_audio_and_overwrite(tmp_path):
+def test_video_without_audio_and_overwrite(tmp_path, make_video):
     from toonlab.io import OutputExistsError
 
-    src = _make_video(tmp_path / "in.mp4", n=4, audio=False)
+    src = make_video(tmp_path / "in.mp4", n=4, audio=False)
     dst = tmp_path / "o.mp4"
     assert not translate_video(src, dst, lambda x: x).audio
     with pytest.raises(OutputExistsError):

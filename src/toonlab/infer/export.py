@@ -10,6 +10,7 @@ applies the same post-processing as the PyTorch path.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -92,8 +93,10 @@ def _write_onnx(wrapper, example, path, info: dict, opset: int) -> None:
     axes = {"image": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
     if wrapper.multi_style:
         axes["style"] = {0: "batch"}
-    with torch.no_grad():
-        # the legacy TorchScript-based exporter: dynamic H/W through dynamic_axes, no onnxscript rewriting needed
+    with torch.no_grad(), warnings.catch_warnings():
+        # the legacy TorchScript-based exporter: dynamic H/W through dynamic_axes, no onnxscript rewriting needed;
+        # its tracer/constant-folding warnings concern shape checks, not results (the export is verified below)
+        warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, example, str(path), input_names=names, output_names=["output"],
                           dynamic_axes=axes, opset_version=opset, dynamo=False)
     model = onnx.load(str(path))
@@ -104,7 +107,8 @@ def _write_onnx(wrapper, example, path, info: dict, opset: int) -> None:
 
 
 def _write_torchscript(wrapper, example, path, info: dict) -> None:
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape checks; the trace is verified after export
         traced = torch.jit.trace(wrapper, example, check_trace=False)
     torch.jit.save(traced, str(path), _extra_files={"toonlab.json": json.dumps(info)})
 
