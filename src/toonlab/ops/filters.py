@@ -68,9 +68,10 @@ class _StreamedBox:
     """Box means of rows pushed in order, emitted in order as soon as their window is complete (CPU inference).
 
     Each pushed block of source rows is mirror-padded along W, cumulatively summed along W and differenced in a
-    small reused buffer, and the per-row W-window means go into a ring of ``2r + 2`` + block rows. Output rows come
-    from a running sum along H (add the row entering the window, subtract the one leaving it). Only buffers of a few
-    dozen rows exist, so everything stays in cache and no full-size temporary is ever touched.
+    small reused buffer; the per-row W-window sums go into a ring of block + 2r + 2 rows. Output rows come from a
+    running sum along H (add the row entering the window, subtract the one leaving it), then are divided by the
+    window area. Only buffers of a few dozen rows exist, so everything stays in cache and no full-size temporary is
+    ever touched.
     """
 
     def __init__(self, n: int, like: torch.Tensor, r: int, border: Border, block_rows: int, mean: bool = True):
