@@ -92,7 +92,10 @@ class VGG19Features(nn.Module):
         if variant not in ("torchvision", "caffe"):
             raise ToonlabError(f"unknown VGG19 variant {variant!r} (torchvision | caffe)")
         self.variant = variant
-        self.features = _build_features()
+        # built lazily inside a training step: its throw-away default init must not draw from the global RNG,
+        # or a resumed run's random stream would shift (exact resume, toonlab.train)
+        with torch.random.fork_rng(devices=[]):
+            self.features = _build_features()
         if variant == "torchvision":
             mean, scale = torch.tensor(IMAGENET_MEAN), 1.0 / torch.tensor(IMAGENET_STD)
         else:
