@@ -105,8 +105,10 @@ class SalCBAMGenerator(CartoonGANGenerator):
             y = torch.cat([y, sal_features], dim=1)
         return torch.tanh(self.deconv03_1(y)), sal_map
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_saliency(x)[0]
+    def forward(self, x: torch.Tensor, with_saliency: bool = False):
+        # training calls G(x, with_saliency=True): through __call__, so that a DDP wrapper (toonlab.train) sees it
+        out = self.forward_with_saliency(x)
+        return out if with_saliency else out[0]
 
 
 @register("salcbam")
@@ -174,7 +176,7 @@ class SalCBAM(Model):
 
     def _generator_losses(self, photo: torch.Tensor, batch: Mapping[str, torch.Tensor], adversarial: bool):
         c, G = self.cfg, self.networks["G"]
-        fake, sal_map = G.forward_with_saliency(photo)
+        fake, sal_map = G(photo, with_saliency=True)
         con = self._content(fake, photo)
         out = {"content": con}
         total = c.w_content * con
