@@ -74,8 +74,21 @@ class _StreamedBox:
     ever touched.
     """
 
-    def __init__(self, n: int, like: torch.Tensor, r: int, border: Border, block_rows: int, mean: bool = True):
-        self.mean = mean  # False: emit window sums (the consumer folds in 1/(2r+1)², saving a pass)
+    def __init__(
+        self,
+        n: int,
+        like: torch.Tensor,
+        r: int,
+        border: Border,
+        block_rows: int,
+        mean: bool = True,
+        keep: slice | None = None,
+        target: torch.Tensor | None = None,
+    ):
+        """n channels of rows shaped like ``like`` (B,·,H,W). ``mean=False``: emit window sums (the consumer folds
+        in 1/(2r+1)², saving a pass). Only columns ``keep`` are emitted; with ``target`` (B,n,H,len(keep)) they are
+        written straight into it instead of an internal buffer."""
+        self.mean = mean
         self.batch, self.h, self.w = like.shape[0], like.shape[-2], like.shape[-1]
         self.n, self.r, self.k = n, r, 2 * r + 1
         self.src_h = _source_index(self.h, r, border)
@@ -89,10 +102,15 @@ class _StreamedBox:
         # Rows needed at once: the pushed block, the r rows after the last emitted one and the r + 1 before it.
         self.ring_size = self.capacity + 2 * r + 2
         self.ring = like.new_empty(self.batch, self.ring_size, n, self.w)  # W-window sums of recent rows
-        self.ring_rows = list(self.ring.unbind(1))  # views made once: slicing costs as much as a small op
-        self.out = like.new_empty(self.batch, self.capacity + r, n, self.w)  # the last push emits rows + r
-        self.out_rows = list(self.out.unbind(1))
-        self.last = like.new_empty(self.batch, n, self.w)  # window sum of the last emitted row
+        self.keep = keep if keep is not None else slice(0, self.w)
+        # Views made once: slicing costs as much as a small op.
+        self.ring_rows = [row[..., self.keep] for row in self.ring.unbind(1)]
+        self.target = target
+        width = len(range(self.w)[self.keep])
+        self.last = like.new_empty(self.batch, n, width)  # window sum of the last emitted row
+        if target is None:
+            self.out = like.new_empty(self.batch, self.capacity + r, n, width)  # the last push emits rows + r
+            self.out_rows = list(self.out.unbind(1))
         self.pushed = 0
         self.emitted = 0
 
@@ -122,9 +140,15 @@ class _StreamedBox:
         if end == self.emitted:
             return None
         i0 = self.emitted
-        ring, size, src, out_rows = self.ring_rows, self.ring_size, self.src_h, self.out_rows
+        ring, size, src = self.ring_rows, self.ring_size, self.src_h
+        if self.target is None:
+            out = self.out[:, : end - i0].transpose(1, 2)
+            out_rows = self.out_rows
+        else:
+            out = self.target[:, :, i0:end]
+            out_rows = out.unbind(2)
         if i0 == 0:
-            torch.sum(self.ring[:, [src[j] % size for j in range(k)]], dim=1, out=out_rows[0])
+            torch.sum(self.ring[:, [src[j] % size for j in range(k)]][..., self.keep], dim=1, out=out_rows[0])
             prev, start = out_rows[0], 1
         else:
             prev, start = self.last, 0
@@ -134,12 +158,11 @@ class _StreamedBox:
             torch.add(prev, ring[src[i + 2 * r] % size], out=row)
             row.sub_(ring[src[i - 1] % size])
             prev = row
-        self.last.copy_(prev)
+        self.last.copy_(prev)  # before the rows are scaled to means
         self.emitted = end
-        out = self.out[:, : end - i0]
         if self.mean:
             out.mul_(1.0 / (k * k))
-        return i0, end, out.transpose(1, 2)
+        return i0, end, out
 
 
 def _run_slabs(
@@ -229,13 +252,12 @@ def box_filter(x: torch.Tensor, r: int, border: Border = "reflect101") -> torch.
 
     def task(b: int, lo: int, hi: int, c0: int, c1: int) -> None:
         src = work[b : b + 1, :, :, lo:hi]
-        dst = out[b : b + 1, :, :, c0:c1]
-        box = _StreamedBox(c, src, r, border, _PUSH_ROWS)
+        box = _StreamedBox(
+            c, src, r, border, _PUSH_ROWS, keep=slice(c0 - lo, c1 - lo), target=out[b : b + 1, :, :, c0:c1]
+        )
         for s0 in range(0, h, _PUSH_ROWS):
             s1 = min(h, s0 + _PUSH_ROWS)
-            done = box.push(s1 - s0, lambda rows: rows.copy_(src[..., s0:s1, :]))
-            if done is not None:
-                dst[..., done[0] : done[1], :] = done[2][..., c0 - lo : c1 - lo]
+            box.push(s1 - s0, lambda rows: rows.copy_(src[..., s0:s1, :]))
 
     _run_slabs(x.shape[0], h, x.shape[-1], r, task)
     return out.to(x.dtype)
@@ -375,7 +397,7 @@ def _guided_streamed(
     keep = slice(offset, offset + out.shape[-1])
     box1 = _StreamedBox(sum(map(_part_channels, parts)), p, r, border, _PUSH_ROWS)
     # box1 emits <= rows + r rows at once; box2 emits window sums, _combine_into divides by the area.
-    box2 = _StreamedBox(c * guide.shape[1] + c, p, r, border, _PUSH_ROWS + r, mean=False)
+    box2 = _StreamedBox(c * guide.shape[1] + c, p, r, border, _PUSH_ROWS + r, mean=False, keep=keep)
     for s0 in range(0, h, _PUSH_ROWS):
         s1 = min(h, s0 + _PUSH_ROWS)
         moments = box1.push(s1 - s0, _fill_parts(parts, s0, s1))
@@ -386,7 +408,7 @@ def _guided_streamed(
         done = box2.push(i1 - i0, lambda dst: torch.cat(coefficients_block, 1, out=dst))
         if done is not None:
             j0, j1, sum_ab = done
-            _combine_into(out[..., j0:j1, :], sum_ab[..., keep], guide[..., j0:j1, keep], c, (2 * r + 1) ** 2)
+            _combine_into(out[..., j0:j1, :], sum_ab, guide[..., j0:j1, keep], c, (2 * r + 1) ** 2)
 
 
 def _check_guided(p: torch.Tensor, guide: torch.Tensor, r: int, eps: float, border: Border) -> None:
