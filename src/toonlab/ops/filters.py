@@ -282,23 +282,32 @@ def _moment_parts(p: torch.Tensor, guide: torch.Tensor, self_guided: bool) -> li
     return parts
 
 
-def _coefficients_gray(m: torch.Tensor, c: int, self_guided: bool, eps: float) -> list[torch.Tensor]:
-    """He et al. 2010 eq. (5)–(6): a = cov(I,p) / (var(I) + eps), b = mean(p) − a·mean(I). Returns [a, b] (B,C,·,·)."""
+def _coefficients_gray(
+    m: torch.Tensor, c: int, self_guided: bool, eps: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """He et al. 2010 eq. (5)–(6): a = cov(I,p) / (var(I) + eps), b = mean(p) − a·mean(I).
+
+    Returns [a, b] concatenated, (B,2C,·,·); written into ``out`` when given (streamed path, no graph).
+    """
     mean_i = m[:, 0:1]
     var_i = m[:, 1:2] - mean_i * mean_i
-    if self_guided:
-        a = var_i / (var_i + eps)
-        return [a, mean_i - a * mean_i]
-    mean_p = m[:, 2 : 2 + c]
-    cov_ip = m[:, 2 + c : 2 + 2 * c] - mean_i * mean_p
-    a = cov_ip / (var_i + eps)
-    return [a, mean_p - a * mean_i]
+    mean_p = mean_i if self_guided else m[:, 2 : 2 + c]
+    cov_ip = var_i if self_guided else m[:, 2 + c : 2 + 2 * c] - mean_i * mean_p
+    if out is None:
+        a = cov_ip / (var_i + eps)
+        return torch.cat([a, mean_p - a * mean_i], 1)
+    torch.div(cov_ip, var_i + eps, out=out[:, :c])
+    torch.addcmul(mean_p, out[:, :c], mean_i, value=-1.0, out=out[:, c:])
+    return out
 
 
-def _coefficients_color(m: torch.Tensor, c: int, self_guided: bool, eps: float) -> list[torch.Tensor]:
+def _coefficients_color(
+    m: torch.Tensor, c: int, self_guided: bool, eps: float, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """He et al. 2010 eq. (14)–(15): a_j = (Σ + eps·U)⁻¹ cov(I, p_j), b_j = mean(p_j) − a_jᵀ mean(I).
 
-    The 3×3 inverse is the adjugate over the determinant, per pixel. Returns [a (B,3C,·,·) ordered (j, k), b (B,C,·,·)].
+    The 3×3 inverse is the adjugate over the determinant, per pixel. Returns [a (B,3C,·,·) ordered (j, k), b (B,C,·,·)]
+    concatenated, (B,4C,·,·), written into ``out`` when given.
     """
     mean_i = [m[:, k : k + 1] for k in range(3)]
     sigma = {}
@@ -319,12 +328,12 @@ def _coefficients_color(m: torch.Tensor, c: int, self_guided: bool, eps: float) 
         scale = -eps * inv_det
         a_jk = [[adj[j][k] * scale + (1.0 if j == k else 0.0) for k in range(3)] for j in range(3)]
         b = [mean_i[j] - a_jk[j][0] * mean_i[0] - a_jk[j][1] * mean_i[1] - a_jk[j][2] * mean_i[2] for j in range(3)]
-        return [torch.cat([a for row in a_jk for a in row], 1), torch.cat(b, 1)]
+        return torch.cat([a for row in a_jk for a in row] + b, 1, out=out)
     mean_p = m[:, 9 : 9 + c]
     cov = [m[:, 9 + c * (1 + k) : 9 + c * (2 + k)] - mean_i[k] * mean_p for k in range(3)]  # (B,C,·,·) each
     a = [(adj[k][0] * cov[0] + adj[k][1] * cov[1] + adj[k][2] * cov[2]) * inv_det for k in range(3)]
     b = mean_p - a[0] * mean_i[0] - a[1] * mean_i[1] - a[2] * mean_i[2]
-    return [torch.stack(a, 2).flatten(1, 2), b]
+    return torch.cat([torch.stack(a, 2).flatten(1, 2), b], 1, out=out)
 
 
 def _combine(mean_ab: torch.Tensor, guide: torch.Tensor, c: int) -> torch.Tensor:
@@ -355,7 +364,7 @@ def _guided(
     if _use_graph_path(p, guide):
         moments = torch.cat([a if b is None else a * b for a, b in parts], 1)
         m = _box_mean_graph(moments, r, border)
-        mean_ab = _box_mean_graph(torch.cat(coefficients(m, c, self_guided, eps), 1), r, border)
+        mean_ab = _box_mean_graph(coefficients(m, c, self_guided, eps), r, border)
         return _combine(mean_ab, guide, c)
 
     out = torch.empty_like(p)
@@ -404,8 +413,7 @@ def _guided_streamed(
         if moments is None:
             continue
         i0, i1, m = moments
-        coefficients_block = coefficients(m, c, self_guided, eps)
-        done = box2.push(i1 - i0, lambda dst: torch.cat(coefficients_block, 1, out=dst))
+        done = box2.push(i1 - i0, lambda dst: coefficients(m, c, self_guided, eps, out=dst))
         if done is not None:
             j0, j1, sum_ab = done
             _combine_into(out[..., j0:j1, :], sum_ab, guide[..., j0:j1, keep], c, (2 * r + 1) ** 2)
