@@ -37,6 +37,7 @@ class TinyGAN(Model):
         self.networks["D"] = nn.Sequential(nn.Conv2d(3, w, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
                                            nn.Conv2d(w, 1, 3, padding=1))
         self.g_calls = 0
+        self.memory = torch.zeros(3)  # running mean colour of the fakes: model state outside the networks
         self.epochs_seen: list[int] = []
 
     def phases(self):
@@ -58,6 +59,8 @@ class TinyGAN(Model):
                 fake = G(photo)
             real, fk = D(cartoon), D(fake)
             loss = F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fk, torch.zeros_like(fk))
+            loss = loss + 0.1 * (fk.mean() - self.memory.mean()) ** 2
+            self.memory = 0.5 * self.memory.to(fake.device) + 0.5 * fake.mean(dim=(0, 2, 3))
             return {"loss": loss}
         noisy = photo + self.cfg.noise * torch.randn_like(photo)
         fake = G(noisy)
@@ -67,6 +70,12 @@ class TinyGAN(Model):
             loss = loss * float("nan")
         self.g_calls += 1
         return {"loss": loss, "adv": F.mse_loss(adv, torch.ones_like(adv)).detach()}
+
+    def extra_training_state(self):
+        return {"memory": self.memory}
+
+    def load_extra_training_state(self, state):
+        self.memory = state["memory"].clone()
 
     def translator(self):
         return self.networks["G"]

@@ -235,6 +235,9 @@ class Trainer:
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": rngs, "world": self.dist.world,
+            # model state outside its networks (e.g. CycleGAN's image pools), via the optional hook pair
+            # extra_training_state() / load_extra_training_state(state)
+            "extra": self.model.extra_training_state() if hasattr(self.model, "extra_training_state") else None,
         }
 
     def _load_state(self, s: dict) -> None:
@@ -252,6 +255,8 @@ class Trainer:
                 sc.load_state_dict(s["scalers"][k])
         if self.ema is not None and s["ema"] is not None:
             self.ema.load_state_dict(s["ema"])
+        if s.get("extra") is not None and hasattr(self.model, "load_extra_training_state"):
+            self.model.load_extra_training_state(_to_device(s["extra"], self.device))
         rngs = s["rng"]
         set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world else rngs[0])
 
@@ -492,6 +497,16 @@ class Trainer:
         for pattern in (STATE_GLOB, EXPORT_GLOB):
             for old in sorted(self.ckpt_dir.glob(pattern))[: -t.keep_last]:
                 old.unlink(missing_ok=True)
+
+
+def _to_device(obj, device: torch.device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
