@@ -219,10 +219,12 @@ _M_OPTS = dict(
     tile=typer.Option(None, "--tile", help="Tile side in pixels (default: from the memory budget).",
                       rich_help_panel=_MODEL),
     memory_budget=typer.Option(None, "--memory-budget", help="Activation memory per forward pass in MiB before "
-                                                             "tiling (default: 1024 on CPU, 1/4 of free GPU "
+                                                             "tiling (default: 512 on CPU, 1/4 of free GPU "
                                                              "memory).", rich_help_panel=_MODEL),
     batch_size=typer.Option(8, "--batch-size", min=1, help="Images (or video frames) per forward pass.",
                             rich_help_panel=_MODEL),
+    compile_=typer.Option(False, "--compile", help="torch.compile the generator (faster for many images of one "
+                                                   "size; compiles once per size).", rich_help_panel=_MODEL),
     smoothing=typer.Option(0.0, "--smoothing", min=0.0, max=0.99, help="Video: temporal smoothing of static "
                                                                        "regions (0 = off, e.g. 0.6).",
                            rich_help_panel=_MODEL),
@@ -230,7 +232,7 @@ _M_OPTS = dict(
 
 
 def _load_translator(model: str | None, classic_knobs: dict | None, *, style, strength, keep_colors,
-                     post_saturation, backend, device, dtype, tile, memory_budget, batch_size):
+                     post_saturation, backend, device, dtype, tile, memory_budget, batch_size, compile_=False):
     """A Translator for `-m MODEL` (export file, run dir, .onnx) or, without -m, the classic cartoonizer."""
     from toonlab.errors import UsageError
     from toonlab.infer.translator import Translator
@@ -251,7 +253,9 @@ def _load_translator(model: str | None, classic_knobs: dict | None, *, style, st
         return Translator.load("classic", classic_options={"config": config}, **common)
     if classic_knobs and any(v is not None for v in classic_knobs.values()):
         raise UsageError("classic cartoonizer options (--radius, --levels, ...) do not apply with -m")
-    return Translator.load(model, device=device, dtype=dtype, **common)
+    if backend == "onnx":
+        return Translator.load(model, **common)
+    return Translator.load(model, device=device, dtype=dtype, compile=compile_, **common)
 
 
 def _run_translation(command: str, inputs: list[str], out: str, translator, *, suffix: str, ext: str | None,
@@ -321,14 +325,16 @@ def cartoonize_cmd(
         keep_colors: bool = _M_OPTS["keep_colors"], post_saturation: float = _M_OPTS["post_saturation"],
         backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
         tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
-        batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"]):
+        batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"],
+        compile_: bool = _M_OPTS["compile_"]):
     """Cartoonize images and videos (files, folders, globs) into an output folder. Exit 0 all done, 1 some
     failed, 2 usage."""
     classic = dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations, levels=levels,
                    saturation=saturation, line_strength=line_strength, line_threshold=line_threshold)
     translator = _load_translator(model, classic, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
-                                  tile=tile, memory_budget=memory_budget, batch_size=batch_size)
+                                  tile=tile, memory_budget=memory_budget, batch_size=batch_size,
+                                  compile_=compile_)
     if translator.direction == "cartoon2photo":
         from toonlab.errors import UsageError
 
@@ -352,11 +358,13 @@ def realize_cmd(
         keep_colors: bool = _M_OPTS["keep_colors"], post_saturation: float = _M_OPTS["post_saturation"],
         backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
         tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
-        batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"]):
+        batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"],
+        compile_: bool = _M_OPTS["compile_"]):
     """Turn cartoons into photo-like images (Toon2real). Exit 0 all done, 1 some failed, 2 usage."""
     translator = _load_translator(model, None, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
-                                  tile=tile, memory_budget=memory_budget, batch_size=batch_size)
+                                  tile=tile, memory_budget=memory_budget, batch_size=batch_size,
+                                  compile_=compile_)
     if translator.direction != "cartoon2photo":
         from toonlab.errors import UsageError
 

@@ -13,7 +13,8 @@ def _cartoongan_direct(sd, x_bgr, n_res=8):
     def inorm(t, name):
         mean = t.mean((2, 3), keepdim=True)
         var = t.var((2, 3), unbiased=False, keepdim=True)
-        return (t - mean) / torch.sqrt(var + 1e-9) * sd[f"{name}.scale"][:, None, None] + sd[f"{name}.shift"][:, None, None]
+        scale, shift = sd[f"{name}.scale"][:, None, None], sd[f"{name}.shift"][:, None, None]
+        return (t - mean) / torch.sqrt(var + 1e-9) * scale + shift
 
     def conv(t, name, stride=1, pad=1, reflect=False):
         if reflect:

@@ -95,8 +95,8 @@ def test_tiled_vs_untiled_1024_photo_ctss_like(astronaut, size, width, tile):
 
 
 def test_tiled_vs_untiled_photo_small(astronaut):
-    """The same check at 384² (default suite: cheap), 3×3 tiles of 192² with 64 px overlap."""
-    _check_tiled_close(astronaut, 384, 4, 192)
+    """The same check at 256² (default suite: cheap), 3×3 tiles of 128² with 64 px overlap."""
+    _check_tiled_close(astronaut, 256, 4, 128)
 
 
 def _check_tiled_close(astronaut, size, width, tile):

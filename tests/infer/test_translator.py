@@ -68,12 +68,12 @@ def test_tiling_kicks_in_beyond_budget(ctss_export, astronaut):
 
     _, path = ctss_export
     whole = Translator.load(path, device="cpu")
-    x = torch.from_numpy(astronaut[:128, :128].copy()).permute(2, 0, 1)[None].float() / 255
-    budget = int(72 * 72 * whole.bytes_per_pixel())  # a 128² image does not fit: 2×2 tiles of 72²
+    x = torch.from_numpy(astronaut[:96, :96].copy()).permute(2, 0, 1)[None].float() / 255
+    budget = int(68 * 68 * whole.bytes_per_pixel())  # a 96² image does not fit: 2×2 tiles of 68²
     tiled = Translator.load(path, device="cpu", memory_budget=budget)
     a, b = whole(x), tiled(x)
     tile = tiling.tile_for_budget(budget, whole.bytes_per_pixel(), 4, 32)
-    assert tile == 72
+    assert tile == 68
     with torch.inference_mode():
         raw = tiling.run_tiled(lambda t: tiled.module(t), x, tile, 32, 4, module=tiled.module)
     assert torch.allclose(b, tiled.post(raw.clamp(0, 1), x), atol=1e-5)
@@ -132,3 +132,12 @@ def test_bad_inputs():
     with pytest.raises(UsageError, match="fp16"):
         Translator.load("classic") and __import__("toonlab.infer.translator").infer.translator._pick_dtype(
             "fp16", torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_compiled_translator_matches_eager(ctss_export, astronaut):
+    _, path = ctss_export
+    x = torch.from_numpy(astronaut[:64, :96].copy()).permute(2, 0, 1)[None].float() / 255
+    a = Translator.load(path, device="cpu")(x)
+    b = Translator.load(path, device="cpu", compile=True)(x)
+    assert torch.allclose(a, b, atol=1e-4)

@@ -22,9 +22,10 @@ from torch import nn
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
-# Default memory budgets (bytes of activations for one forward pass). CPU: keeps a 4K photo through the CTSS G
-# under ~2 GiB peak RSS (benchmarks/bench_tiling_memory.py); CUDA: a quarter of the free memory at load time.
-CPU_BUDGET_BYTES = 1 << 30
+# Default memory budgets (estimated activation bytes of one forward pass, see estimate_bytes_per_pixel). CPU:
+# 512 MiB, meant to keep a 4K photo through the CTSS G under 2 GiB peak RSS (benchmarks/bench_tiling_memory.py:
+# allocator caching and the image-sized buffers come on top); CUDA: a quarter of the free memory at load time.
+CPU_BUDGET_BYTES = 512 << 20
 
 
 def default_budget(device: torch.device | str) -> int:
@@ -136,19 +137,20 @@ def _norm_forward(m: nn.Module, x: torch.Tensor, mode: str, store: dict) -> torc
         store.setdefault(id(m), _Moments()).add(mean, var, xf.shape[2])
     else:
         mean, var = store[id(m)].pooled()
-    y = (xf - mean[..., None]) * torch.rsqrt(var[..., None] + m.eps)
-    y = y.reshape(b, c, *x.shape[2:])
+    # in place after the first subtraction: one activation-sized temporary, not four (peak memory of big tiles)
+    y = (xf - mean[..., None]).mul_(torch.rsqrt(var[..., None] + m.eps)).reshape(b, c, *x.shape[2:])
     weight, bias = getattr(m, "weight", getattr(m, "scale", None)), getattr(m, "bias", getattr(m, "shift", None))
     if weight is not None:
-        y = y * weight.float()[None, :, None, None] + bias.float()[None, :, None, None]
+        y = y.mul_(weight.float()[None, :, None, None]).add_(bias.float()[None, :, None, None])
     return y.to(x.dtype)
 
 
 @contextmanager
 def shared_norm_stats(module: nn.Module, mode: Literal["record", "apply"], store: dict) -> Iterator[None]:
-    """Within the block, every GroupNorm (incl. LayerNorm2d) / InstanceNorm2d (incl. CartoonGAN's) of ``module`` normalises with the
-    tile's own statistics and pools them into ``store`` ("record"), or normalises with the pooled ones ("apply"). Other norms (AdaLIN,
-    BatchNorm in eval mode) are untouched: BatchNorm is tile-independent already, AdaLIN keeps per-tile stats."""
+    """Within the block, every GroupNorm (incl. LayerNorm2d) / InstanceNorm2d (incl. CartoonGAN's) of ``module``
+    normalises with the tile's own statistics and pools them into ``store`` ("record"), or normalises with the
+    pooled ones ("apply"). Other norms (AdaLIN, BatchNorm in eval mode) are untouched: BatchNorm is
+    tile-independent already, AdaLIN keeps per-tile statistics."""
     patched = [m for m in module.modules() if isinstance(m, _norm_types())
                and not (isinstance(m, nn.InstanceNorm2d) and m.track_running_stats)]
     for m in patched:
@@ -204,7 +206,7 @@ def run_tiled(fn: TileFn, x: torch.Tensor, tile: int, overlap: int, multiple: in
     return out / weight
 
 
-def estimate_bytes_per_pixel(module: nn.Module, channels_in: int = 3, probe: int = 64, multiple: int = 1,
+def estimate_bytes_per_pixel(module: nn.Module, channels_in: int = 3, probe: int = 32, multiple: int = 1,
                              device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                              forward: TileFn | None = None) -> float:
     """Activation bytes per input pixel of one forward pass, measured with forward hooks on a ``probe``² input:

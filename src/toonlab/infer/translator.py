@@ -1,8 +1,8 @@
 """Translator: a checkpoint (or the classic filter, or an ONNX file) as a callable on images of any size.
 
-    t = Translator.load("runs/ctss")              # run dir → its latest export; or FILE.safetensors / FILE.onnx / "classic"
-    cartoon = t(pil_image)                        # PIL → PIL, HWC uint8 ndarray → ndarray, (B,3,H,W) [0,1] → tensor
-    t(images_list, style="shinkai")               # many small images: batched by size
+    t = Translator.load("runs/ctss")   # run dir → its latest export; or FILE.safetensors, FILE.onnx, "classic"
+    cartoon = t(pil_image)             # PIL → PIL, HWC uint8 ndarray → ndarray, (B,3,H,W) [0,1] → tensor
+    t(images_list, style="shinkai")    # many small images: batched by size
 
 The model's config travels with its weights, so loading needs no architecture flags. Inputs are reflect-padded to
 the network's ``size_multiple`` and cropped back; beyond ``memory_budget`` bytes of activations an image is run in
@@ -99,7 +99,7 @@ class Translator:
                  module: nn.Module | None = None, styles: Sequence[str] = (), direction: str = "photo2cartoon",
                  post: PostProcess | None = None, memory_budget: int | None = None, tile: int | None = None,
                  overlap: int = 32, norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
-                 style: str | int | None = None, channels_last: bool = True, meta: dict | None = None,
+                 style: str | int | None = None, channels_last: bool = False, meta: dict | None = None,
                  bytes_per_pixel: float | None = None):
         self._forward, self.name, self.device, self.dtype = forward, name, device, dtype
         self.size_multiple, self.module, self.styles, self.direction = size_multiple, module, tuple(styles), direction
@@ -119,10 +119,14 @@ class Translator:
              strength: float | None = None, keep_colors: bool | None = None, saturation: float | None = None,
              contrast: float | None = None, brightness: float | None = None, match_luminance: bool | None = None,
              memory_budget: int | None = None, tile: int | None = None, overlap: int = 32,
-             norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8, channels_last: bool = True,
+             norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
+             channels_last: bool | None = None, compile: bool = False,
              classic_options: dict[str, Any] | None = None) -> "Translator":
         """``source``: "classic", an export ``.safetensors``, a run dir, or an ``.onnx`` file made by
-        ``toonlab export``. Post-processing arguments left at None follow the model's config."""
+        ``toonlab export``. Post-processing arguments left at None follow the model's config.
+        ``channels_last`` None = on CUDA only (measured 2× slower on CPU for LN/IN generators:
+        benchmarks/bench_inference.py); ``compile``: ``torch.compile`` the untiled forward (fuses norm + activation
+        + padding; ~3× faster CTSS G on CPU after a one-off compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
                          brightness=brightness, match_luminance=match_luminance)
         common = dict(memory_budget=memory_budget, tile=tile, overlap=overlap, norm_stats=norm_stats,
@@ -134,7 +138,9 @@ class Translator:
 
             return load_onnx_translator(source, overrides=overrides, **common)
         dev = pick_device(device)
-        return cls._load_export(resolve_checkpoint(source), dev, _pick_dtype(dtype, dev), overrides, common)
+        common["channels_last"] = dev.type == "cuda" if channels_last is None else channels_last
+        return cls._load_export(resolve_checkpoint(source), dev, _pick_dtype(dtype, dev), overrides, common,
+                                compile)
 
     @classmethod
     def _load_classic(cls, options: dict, overrides: dict, common: dict) -> "Translator":
@@ -153,7 +159,7 @@ class Translator:
 
     @classmethod
     def _load_export(cls, path: Path, device: torch.device, dtype: torch.dtype, overrides: dict,
-                     common: dict) -> "Translator":
+                     common: dict, compile: bool = False) -> "Translator":
         from toonlab.checkpoint import load_export
 
         model, meta = load_export(path, device="cpu")
@@ -161,12 +167,14 @@ class Translator:
         wrapper = GeneratorWrapper(model.translator(), bgr=meta.get("input_order", "rgb") == "bgr",
                                    multi_style=bool(styles))
         wrapper = wrapper.to(device=device, dtype=dtype).eval()
-        if common.get("channels_last", True):
+        if common["channels_last"]:
             wrapper = wrapper.to(memory_format=torch.channels_last)
         for p in wrapper.parameters():
             p.requires_grad_(False)
         post = PostProcess.for_model(json.loads(meta.get("config", "{}")), **overrides)
-        return cls(wrapper, name=meta["model"], device=device, dtype=dtype,
+        # the compiled module serves untiled calls; tiles use the eager module, whose norm layers run_tiled patches
+        forward = torch.compile(wrapper, dynamic=False) if compile else wrapper
+        return cls(forward, name=meta["model"], device=device, dtype=dtype,
                    size_multiple=int(getattr(model, "size_multiple", 1)), module=wrapper, styles=styles,
                    direction=getattr(model, "direction", "photo2cartoon"), post=post, meta=meta, **common)
 
@@ -192,7 +200,7 @@ class Translator:
                 probe_style = self._style_tensor(1, None)
                 self._bytes_per_pixel = tiling.estimate_bytes_per_pixel(
                     self.module, multiple=self.size_multiple, device=self.device, dtype=self.dtype,
-                    forward=lambda x: self._forward(x, probe_style))
+                    forward=lambda x: self.module(x, probe_style))
         return self._bytes_per_pixel
 
     def _style_tensor(self, batch: int, style: str | int | None) -> torch.Tensor | None:
@@ -201,11 +209,13 @@ class Translator:
         idx = self.style_index(style) if style is not None else self.default_style
         return torch.full((batch,), idx, dtype=torch.long, device=self.device)
 
-    def _run_network(self, x: torch.Tensor, style_ids: torch.Tensor | None) -> torch.Tensor:
-        """(B,3,H,W) [0,1] on the device, H and W multiples of size_multiple → (B,3,H,W) [0,1] float32."""
+    def _run_network(self, x: torch.Tensor, style_ids: torch.Tensor | None, eager: bool = False) -> torch.Tensor:
+        """(B,3,H,W) [0,1] on the device, H and W multiples of size_multiple → (B,3,H,W) [0,1] float32.
+        ``eager``: bypass a compiled forward (tiles: their norm layers are patched per pass)."""
         if self.channels_last and self.module is not None:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._forward(x, style_ids).float()
+        forward = self.module if eager and self.module is not None else self._forward
+        return forward(x, style_ids).float()
 
     def translate_tensor(self, rgb: torch.Tensor, style: str | int | None = None) -> torch.Tensor:
         """(B,3,H,W) or (3,H,W) RGB in [0,1] (any size) → same shape in [0,1], float32, on ``rgb``'s device."""
@@ -229,7 +239,7 @@ class Translator:
                 if tiled:
                     tile = self.tile or tiling.tile_for_budget(self.memory_budget, self.bytes_per_pixel(), m,
                                                                self.overlap)
-                    y = tiling.run_tiled(lambda t: self._run_network(t, style_ids), xp, tile, self.overlap, m,
+                    y = tiling.run_tiled(lambda t: self._run_network(t, style_ids, eager=True), xp, tile, self.overlap, m,
                                          module=self.module, norm_stats=self.norm_stats)
                 else:
                     y = self._run_network(xp, style_ids)
