@@ -20,6 +20,8 @@ class TinyGANConfig:
     lr_d: float = 1e-2
     betas: tuple[float, float] = (0.5, 0.999)
     noise: float = 0.1  # std of noise added to G's input in the G step (draws from the global torch RNG)
+    memory_weight: float = 0.1  # weight of the D term that reads the fakes' running mean colour (model state
+    #                             outside the networks, restored on resume); 0 where batches are split differently
     nan_calls: list[int] = field(default_factory=list)  # G-step calls (0-based) whose loss is NaN
     vgg_weights: str = "imagenet"  # unused; mirrors the real models' field
 
@@ -59,7 +61,7 @@ class TinyGAN(Model):
                 fake = G(photo)
             real, fk = D(cartoon), D(fake)
             loss = F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fk, torch.zeros_like(fk))
-            loss = loss + 0.1 * (fk.mean() - self.memory.mean()) ** 2
+            loss = loss + self.cfg.memory_weight * (fk.mean() - self.memory.mean()) ** 2
             self.memory = 0.5 * self.memory.to(fake.device) + 0.5 * fake.mean(dim=(0, 2, 3))
             return {"loss": loss}
         noisy = photo + self.cfg.noise * torch.randn_like(photo)

@@ -20,7 +20,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 def test_two_cpu_processes_match_each_other_and_one_process_with_the_combined_batch(tmp_path, tiny_data):
     """gloo, 2 ranks × batch 2 for init 2 + adv 2 steps == 1 process × batch 4 (the tiny model has no
     batch-dependent layers; noise off so that both runs draw the same data and nothing else)."""
-    kw = dict(model={"noise": 0.0}, train={"phase_steps": {"init": 2, "adv": 2}, "ckpt_every": 2})
+    kw = dict(model={"noise": 0.0, "memory_weight": 0.0}, train={"phase_steps": {"init": 2, "adv": 2}, "ckpt_every": 2})
     cfg = run_config(tmp_path / "ddp", tiny_data, **kw)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

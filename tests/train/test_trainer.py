@@ -92,7 +92,7 @@ def test_plan_phases_rejects_unknown_phase_names(tmp_path, tiny_data):
 
 
 def test_grad_accum_equals_larger_batch(tmp_path, tiny_data):
-    kw = dict(model={"noise": 0.0}, train={"phase_steps": {"init": 2, "adv": 2}})
+    kw = dict(model={"noise": 0.0, "memory_weight": 0.0}, train={"phase_steps": {"init": 2, "adv": 2}})
     a = _trainer(tmp_path / "a", tiny_data, **kw)
     a.fit()
     cfg = run_config(tmp_path / "b", tiny_data, **kw)
