@@ -129,9 +129,12 @@ def test_bad_inputs():
         t(np.zeros((4, 4), np.uint8))
     with pytest.raises(UsageError, match="cannot translate"):
         t("image.png")
+    from toonlab.infer.translator import _pick_dtype
+
     with pytest.raises(UsageError, match="fp16"):
-        Translator.load("classic") and __import__("toonlab.infer.translator").infer.translator._pick_dtype(
-            "fp16", torch.device("cpu"))
+        _pick_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(UsageError, match="unknown device"):
+        Translator.load("x.safetensors", device="tpu:0")
 
 
 @pytest.mark.slow

@@ -279,11 +279,9 @@ class Translator:
 
 def _to_tensor(image) -> tuple[torch.Tensor, Callable[[torch.Tensor], Any]]:
     """PIL image or HWC ndarray → ((3,H,W) float [0,1], a function turning a (3,H,W) result into that kind)."""
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a core dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
         arr = np.asarray(image.convert("RGB"))
 
