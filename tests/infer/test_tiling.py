@@ -88,21 +88,23 @@ def test_shared_norm_statistics_match_untiled_single_layer():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("size,width,tile", [(1024, 8, 512)])
-def test_tiled_vs_untiled_1024_photo_ctss_like(astronaut, size, width, tile):
-    """Issue 5 "done when": tiled and untiled outputs of a 1024² photo differ by < 1/255 on average."""
-    _check_tiled_close(astronaut, size, width, tile)
+def test_tiled_vs_untiled_1024_photo_ctss(astronaut):
+    """Issue 5 "done when": tiled and untiled outputs of a 1024² photo differ by < 1/255 on average — the
+    registered CTSS G (random init as its training starts), 3×3 tiles of 512² with 64 px overlap. Measured:
+    0.79/255 with shared norm statistics, 4.8/255 with per-tile statistics."""
+    from toonlab.models import build_model
+
+    _check_tiled_close(build_model("ctss").translator().eval(), astronaut, 1024, 512)
 
 
 def test_tiled_vs_untiled_photo_small(astronaut):
-    """The same check at 256² (default suite: cheap), 3×3 tiles of 128² with 64 px overlap."""
-    _check_tiled_close(astronaut, 256, 4, 128)
+    """The same check at 256² (default suite: cheap), a narrow CTSS-like G, 3×3 tiles of 128², 64 px overlap."""
+    _check_tiled_close(_ctss_like(4), astronaut, 256, 128)
 
 
-def _check_tiled_close(astronaut, size, width, tile):
+def _check_tiled_close(net, astronaut, size, tile):
     import cv2
 
-    net = _ctss_like(width)
     img = cv2.resize(astronaut, (size, size), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1.0
     with torch.inference_mode():

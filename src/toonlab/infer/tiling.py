@@ -7,6 +7,11 @@ inner tile edge (where the tile's own border padding corrupts the output) and 1 
 share *image-wide* normalisation statistics (``norm_stats="global"``): a first pass over all tiles records each
 GroupNorm / InstanceNorm layer's per-tile mean and variance, pools them over the tiles (law of total variance), and
 the blending pass normalises every tile with the pooled statistics — close to what the untiled network computes.
+
+Measured (1024² photo, 512² tiles, 64 px overlap; mean |tiled − untiled| in 1/255 units): registered CTSS G with
+its N(0, 0.02) init: 0.79 shared vs 4.8 per-tile statistics (tests/infer/test_tiling.py, slow). A CTSS-like G
+with PyTorch's default init (a higher-variance output) gave 3.0 shared vs 13.7 per-tile: pooled statistics are
+computed under per-tile normalisation of the earlier layers, so the gap grows with depth and output variance.
 """
 
 from __future__ import annotations
