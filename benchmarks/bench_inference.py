@@ -4,7 +4,7 @@ For every registered generator (``translator()``, random init) at each size: med
 - ``eager``: ``torch.no_grad()``, NCHW contiguous fp32 (what a plain script does);
 - ``inference_mode``: ``torch.inference_mode()``, NCHW; ``channels_last``: the same with channels-last tensors;
 - ``tuned``: toonlab's fast path (``Translator.load(..., compile=True)``, ``--compile`` on the CLI):
-  inference mode + ``torch.compile`` (NCHW; channels-last measured slower on CPU for these LN/IN generators);
+  inference mode + ``torch.compile`` (compiled NCHW and channels-last measured equal on CPU);
   ``--no-compile`` makes ``tuned`` the faster of the two inference-mode variants;
 - ``onnx``: the same network exported by ``toonlab.infer.export`` and run by onnxruntime (CPU provider).
 It also measures this machine's fp32 conv peak (a 256→256 3×3 conv on 256×128² channels-last, GFLOP/s) and reports
