@@ -81,8 +81,8 @@ def export_model(checkpoint: str | Path, out: str | Path, fmt: Literal["onnx", "
                        if wrapper.multi_style else ())
     with torch.inference_mode():
         ref = wrapper(*args)
-    got = run_onnx_raw(out, *args) if fmt == "onnx" else torch.jit.load(str(out))(*args)
-    diff = float((got - ref).abs().max())
+        got = run_onnx_raw(out, *args) if fmt == "onnx" else torch.jit.load(str(out))(*args)
+        diff = float((got - ref).abs().max())
     return ExportResult(out, fmt, diff, tuple(photo.shape[-2:]))
 
 
