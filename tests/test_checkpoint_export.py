@@ -6,7 +6,7 @@ from torch import nn
 
 from toonlab.checkpoint import load_export, read_export_metadata, save_export, strip_prefixes
 from toonlab.errors import ToonlabError
-from toonlab.models.base import Model, Phase, Step, _REGISTRY, register
+from toonlab.models.base import Model, Phase, Step, register
 
 
 @dataclass

@@ -18,8 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses, ops
-from toonlab.models.base import Model, Phase, Step, register
-from toonlab.nn.blocks import ConvNormAct, InvertedResBlock, PadConvNormLReLU, apply_spectral_norm, init_normal
+from toonlab.models.base import Model, Phase, init_then_adversarial, register
+from toonlab.nn.blocks import (
+    ConvNormAct,
+    InvertedResBlock,
+    PadConvNormLReLU,
+    apply_spectral_norm,
+    init_normal,
+)
 from toonlab.nn.vgg import shared_vgg
 
 
@@ -113,11 +119,7 @@ class AnimeGAN(Model):
         self.networks["D"] = AnimeGANv2Discriminator(spectral=cfg.spectral_norm)
 
     def phases(self) -> tuple[Phase, ...]:
-        c = self.cfg
-        return (
-            Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
-            Phase("adv", c.adv_epochs, (Step("D", ("D",), c.lr_d, c.betas), Step("G", ("G",), c.lr_g, c.betas))),
-        )
+        return init_then_adversarial(self.cfg)
 
     def translator(self) -> nn.Module:
         return self.networks["G"]

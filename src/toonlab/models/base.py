@@ -95,6 +95,29 @@ class Model(nn.Module):
         return to_dict(self.cfg)
 
 
+def init_then_adversarial(cfg: Any, d_nets: tuple[str, ...] = ("D",)) -> tuple[Phase, ...]:
+    """The CartoonGAN-family recipe: ``init`` (content-only pre-training of G at ``cfg.lr_init``) for
+    ``cfg.init_epochs``, then ``adv`` alternating a ``D`` step over ``d_nets`` (``cfg.lr_d``) and a ``G`` step
+    (``cfg.lr_g``) for ``cfg.adv_epochs``; Adam betas ``cfg.betas``."""
+    return (
+        Phase("init", cfg.init_epochs, (Step("init", ("G",), cfg.lr_init, cfg.betas),)),
+        Phase("adv", cfg.adv_epochs, (Step("D", d_nets, cfg.lr_d, cfg.betas), Step("G", ("G",), cfg.lr_g, cfg.betas))),
+    )
+
+
+def vgg_content_loss(cfg: Any, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Content loss L_con = E‖VGG(G(p)) − VGG(p)‖₁ on conv4_4 (pre-ReLU) features; ``fake``, ``photo`` (B,3,H,W)
+    in [-1, 1]. The frozen VGG19 (``cfg.vgg_weights``, ``cfg.vgg_variant``) is built on first use, outside
+    ``networks``; the target features carry no graph."""
+    from toonlab import losses
+    from toonlab.nn.vgg import shared_vgg
+
+    vgg = shared_vgg(cfg.vgg_weights, cfg.vgg_variant, photo.device)
+    with torch.no_grad():
+        target = vgg(photo)
+    return losses.content_loss(vgg(fake), target)
+
+
 _REGISTRY: dict[str, type[Model]] = {}
 
 

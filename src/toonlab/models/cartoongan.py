@@ -16,9 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import (
+    Model,
+    Phase,
+    init_then_adversarial,
+    register,
+    vgg_content_loss,
+)
 from toonlab.nn.blocks import ConvNormAct, NormName, init_normal
-from toonlab.nn.vgg import shared_vgg
 
 
 class ScaleShiftInstanceNorm(nn.Module):
@@ -143,26 +148,17 @@ class CartoonGAN(Model):
         self.networks["D"] = init_normal(CartoonGANDiscriminator(cfg.d_norm))
 
     def phases(self) -> tuple[Phase, ...]:
-        c = self.cfg
-        return (
-            Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
-            Phase("adv", c.adv_epochs, (Step("D", ("D",), c.lr_d, c.betas), Step("G", ("G",), c.lr_g, c.betas))),
-        )
+        return init_then_adversarial(self.cfg)
 
     def translator(self) -> nn.Module:
         return self.networks["G"]
 
-    def _content(self, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        vgg = shared_vgg(self.cfg.vgg_weights, self.cfg.vgg_variant, photo.device)
-        with torch.no_grad():
-            target = vgg(photo)
-        return losses.content_loss(vgg(fake), target)  # L_con = E‖VGG(G(p)) − VGG(p)‖₁
 
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, G, D = self.cfg, self.networks["G"], self.networks["D"]
         photo = batch["photo"]
         if step == "init":
-            con = self._content(G(photo), photo)
+            con = vgg_content_loss(self.cfg, G(photo), photo)
             return {"loss": con, "content": con}
         if step == "D":
             # L_adv(D) = log D(c) + log(1 − D(G(p))) + log(1 − D(e)), as losses to minimise
@@ -179,6 +175,6 @@ class CartoonGAN(Model):
         if step == "G":
             fake = G(photo)
             adv = losses.g_loss(D(fake), c.adv_loss)
-            con = self._content(fake, photo)
+            con = vgg_content_loss(self.cfg, fake, photo)
             return {"loss": adv + c.omega * con, "g_adv": adv, "content": con}
         raise ValueError(f"cartoongan has no step {step!r} (init, D, G)")

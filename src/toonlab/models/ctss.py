@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses, ops
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import Model, Phase, init_then_adversarial, register
 from toonlab.nn.blocks import (
     ConvNormAct,
     InvertedResBlock,
@@ -250,12 +250,7 @@ class CTSS(Model):
             self.networks["D_patch"] = patch_discriminator(cfg.spectral_norm, cfg.init_std)
 
     def phases(self) -> tuple[Phase, ...]:
-        c = self.cfg
-        ds = tuple(n for n in ("D_img", "D_patch") if n in self.networks)
-        return (
-            Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
-            Phase("adv", c.adv_epochs, (Step("D", ds, c.lr_d, c.betas), Step("G", ("G",), c.lr_g, c.betas))),
-        )
+        return init_then_adversarial(self.cfg, tuple(n for n in ("D_img", "D_patch") if n in self.networks))
 
     def translator(self) -> nn.Module:
         return self.networks["G"]
@@ -281,7 +276,7 @@ class CTSS(Model):
 
     # --- the losses ---------------------------------------------------------------------------------------------
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        c, G = self.cfg, self.networks["G"]
+        G = self.networks["G"]
         photo = batch["photo"]
         if step == "init":  # §IV-C: pre-train G on L_con alone
             vgg = self._vgg(photo.device)

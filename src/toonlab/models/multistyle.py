@@ -39,11 +39,16 @@ from torch import nn
 
 from toonlab import losses
 from toonlab.errors import UsageError
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import (
+    Model,
+    Phase,
+    init_then_adversarial,
+    register,
+    vgg_content_loss,
+)
 from toonlab.models.cartoongan import CartoonGANDiscriminator
 from toonlab.nn.adalin import AdaLIN
 from toonlab.nn.blocks import ConvNormAct, ResBlock, TransposedUp, init_normal
-from toonlab.nn.vgg import shared_vgg
 
 
 class StyleIN(nn.Module):
@@ -208,27 +213,17 @@ class MultiStyle(Model):
         return len(self.cfg.styles)
 
     def phases(self) -> tuple[Phase, ...]:
-        c = self.cfg
-        d_nets = ("D", "D_aux") if c.aux_classifier else ("D",)
-        return (
-            Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
-            Phase("adv", c.adv_epochs, (Step("D", d_nets, c.lr_d, c.betas), Step("G", ("G",), c.lr_g, c.betas))),
-        )
+        return init_then_adversarial(self.cfg, ("D", "D_aux") if self.cfg.aux_classifier else ("D",))
 
     def translator(self) -> nn.Module:
         return self.networks["G"]
 
-    def _content(self, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        vgg = shared_vgg(self.cfg.vgg_weights, self.cfg.vgg_variant, photo.device)
-        with torch.no_grad():
-            target = vgg(photo)
-        return losses.content_loss(vgg(fake), target)  # eq 4
 
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, n = self.cfg, self.networks
         photo, style = batch["photo"], batch["style"]
         if step == "init":
-            con = self._content(n["G"](photo, style), photo)
+            con = vgg_content_loss(self.cfg, n["G"](photo, style), photo)
             return {"loss": con, "content": con}
         if step == "D":
             cartoon, guided = batch["cartoon"], batch["guided"]
@@ -248,7 +243,7 @@ class MultiStyle(Model):
         if step == "G":
             fake = n["G"](photo, style)
             adv = losses.g_loss(n["D"](fake), c.adv_loss)
-            con = self._content(fake, photo)
+            con = vgg_content_loss(self.cfg, fake, photo)
             out = {"g_adv": adv, "content": con}
             total = adv + c.w_content * con
             if c.aux_classifier:                                           # eq 3, G's term −log D_aux(s|G(p))

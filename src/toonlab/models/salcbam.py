@@ -36,11 +36,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import (
+    Model,
+    Phase,
+    init_then_adversarial,
+    register,
+    vgg_content_loss,
+)
 from toonlab.models.cartoongan import CartoonGANDiscriminator, CartoonGANGenerator
 from toonlab.nn.blocks import ConvNormAct, ResBlock, TransposedUp, init_normal
 from toonlab.nn.cbam import CBAM
-from toonlab.nn.vgg import shared_vgg
 
 
 class PlainBlock(ResBlock):
@@ -159,25 +164,16 @@ class SalCBAM(Model):
         return self.cfg.w_saliency * self.cfg.saliency_decay ** self.epoch
 
     def phases(self) -> tuple[Phase, ...]:
-        c = self.cfg
-        return (
-            Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
-            Phase("adv", c.adv_epochs, (Step("D", ("D",), c.lr_d, c.betas), Step("G", ("G",), c.lr_g, c.betas))),
-        )
+        return init_then_adversarial(self.cfg)
 
     def translator(self) -> nn.Module:
         return self.networks["G"]
 
-    def _content(self, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-        vgg = shared_vgg(self.cfg.vgg_weights, self.cfg.vgg_variant, photo.device)
-        with torch.no_grad():
-            target = vgg(photo)
-        return losses.content_loss(vgg(fake), target)  # eq 9
 
     def _generator_losses(self, photo: torch.Tensor, batch: Mapping[str, torch.Tensor], adversarial: bool):
         c, G = self.cfg, self.networks["G"]
         fake, sal_map = G(photo, with_saliency=True)
-        con = self._content(fake, photo)
+        con = vgg_content_loss(self.cfg, fake, photo)
         out = {"content": con}
         total = c.w_content * con
         if adversarial:
