@@ -143,3 +143,15 @@ def test_compiled_translator_matches_eager(ctss_export, astronaut):
     a = Translator.load(path, device="cpu")(x)
     b = Translator.load(path, device="cpu", compile=True)(x)
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_channels_last_auto_follows_the_generator_norms():
+    """Channels-last is chosen on CPU only for LayerNorm generators (it slows instance-norm kernels down there)."""
+    from toonlab.infer.translator import _channels_last_pays
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _channels_last_pays(build_model("ctss").translator(), cpu)
+    assert _channels_last_pays(build_model("animegan").translator(), cpu)
+    for name in ("cartoongan", "toon2real", "multistyle"):
+        assert not _channels_last_pays(build_model(name).translator(), cpu), name
+        assert _channels_last_pays(build_model(name).translator(), cuda), name

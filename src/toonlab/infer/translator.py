@@ -29,6 +29,18 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float1
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
+def _channels_last_pays(module: nn.Module, device: torch.device) -> bool:
+    """Whether channels-last memory speeds ``module`` up: always on CUDA; on CPU only without instance-type norms,
+    whose CPU kernels are slower on channels-last (measured in benchmarks/bench_inference.py)."""
+    if device.type == "cuda":
+        return True
+    from toonlab.models.cartoongan import ScaleShiftInstanceNorm
+    from toonlab.nn.adalin import ILN, AdaLIN
+
+    instance_norms = (nn.InstanceNorm2d, ScaleShiftInstanceNorm, AdaLIN, ILN)
+    return not any(isinstance(m, instance_norms) for m in module.modules())
+
+
 class GeneratorWrapper(nn.Module):
     """A translator network with toonlab's image convention around it: (B,3,H,W) RGB in [0,1] (+ style ids (B,)
     for multi-style models) → (B,3,H,W) RGB in [0,1]. ``bgr=True`` feeds the network BGR (CartoonGAN's released
@@ -120,11 +132,12 @@ class Translator:
              contrast: float | None = None, brightness: float | None = None, match_luminance: bool | None = None,
              memory_budget: int | None = None, tile: int | None = None, overlap: int = 32,
              norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
-             channels_last: bool = True, compile: bool = False,
+             channels_last: bool | None = None, compile: bool = False,
              classic_options: dict[str, Any] | None = None) -> "Translator":
         """``source``: "classic", an export ``.safetensors``, a run dir, or an ``.onnx`` file made by
         ``toonlab export``. Post-processing arguments left at None follow the model's config.
-        ``channels_last``: 1.33× faster CTSS G on CPU at 512² (benchmarks/bench_inference.py); ``compile``:
+        ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators: 1.29× for the CTSS G at 512²;
+        off on CPU for instance-norm generators, where it costs 10–25 %, benchmarks/README.md); ``compile``:
         ``torch.compile`` the untiled forward (fuses norm + activation + padding; 1.6–1.7× eager for the CTSS G
         on CPU, after a one-off compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
@@ -166,6 +179,8 @@ class Translator:
         wrapper = GeneratorWrapper(model.translator(), bgr=meta.get("input_order", "rgb") == "bgr",
                                    multi_style=bool(styles))
         wrapper = wrapper.to(device=device, dtype=dtype).eval()
+        if common["channels_last"] is None:
+            common = {**common, "channels_last": _channels_last_pays(wrapper, device)}
         if common["channels_last"]:
             wrapper = wrapper.to(memory_format=torch.channels_last)
         for p in wrapper.parameters():
