@@ -153,7 +153,6 @@ class CartoonGAN(Model):
     def translator(self) -> nn.Module:
         return self.networks["G"]
 
-
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, G, D = self.cfg, self.networks["G"], self.networks["D"]
         photo = batch["photo"]
