@@ -28,22 +28,7 @@ import numpy as np
 import torch
 
 from toonlab.eval.fid import FIDEvaluator, frechet_distance, frechet_distance_features
-from toonlab.nn.inception import FID_WEIGHTS_FILE, FIDInceptionV3, checkpoints_dir
-
-
-def _random_weights(path: Path) -> None:
-    g = torch.Generator().manual_seed(0)
-    state = {}
-    for k, v in FIDInceptionV3().state_dict().items():
-        if k.endswith("num_batches_tracked"):
-            continue
-        r = torch.randn(v.shape, generator=g)
-        if k.endswith("running_var"):
-            r = r.abs() + 0.5
-        elif k.endswith("conv.weight"):
-            r = r * (2.0 / v[0].numel()) ** 0.5
-        state[k] = r
-    torch.save(state, path)
+from toonlab.nn.inception import FID_WEIGHTS_FILE, checkpoints_dir, random_inception_state
 
 
 def main() -> None:
@@ -65,7 +50,7 @@ def main() -> None:
         real = weights.is_file()
         if not real:
             weights = tmp / FID_WEIGHTS_FILE
-            _random_weights(weights)
+            torch.save(random_inception_state(), weights)
         make_synthtoon(tmp / "synth", args.n, 256, 0)
         folder = tmp / "synth" / "train" / "photos"
         ev = FIDEvaluator(weights, device=args.device, batch_size=args.batch, cache_dir=tmp / "cache")

@@ -252,3 +252,20 @@ def load_fid_inception(weights: str | Path | None = None, device: str | torch.de
                                   f"unexpected {unexpected[:3]})")
     model.eval().requires_grad_(False).to(device)
     return model, file_fingerprint(path)
+
+
+def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """For offline tests and benchmarks (same compute as the real file): a random state dict generated from FIDInceptionV3's own keys and shapes; BN variances positive; like the
+    2019 file, without the ``num_batches_tracked`` counters."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in FIDInceptionV3().state_dict().items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        r = torch.randn(v.shape, generator=g)
+        if k.endswith("running_var"):
+            r = r.abs() + 0.5
+        elif k.endswith("conv.weight"):
+            r = r * (2.0 / v[0].numel()) ** 0.5  # He scale keeps activations finite through 94 layers
+        out[k] = r
+    return out
