@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from toonlab.device import resolve_device
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.infer import tiling
 from toonlab.infer.postprocess import PostProcess
@@ -77,17 +78,6 @@ def resolve_checkpoint(source: str | Path) -> Path:
                            "(expected latest.safetensors or checkpoints/export-*.safetensors)")
     return max(exports, key=lambda f: int(re.sub(r"\D", "", f.stem) or 0))
 
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -150,7 +140,7 @@ class Translator:
             from toonlab.infer.export import load_onnx_translator
 
             return load_onnx_translator(source, overrides=overrides, **common)
-        dev = pick_device(device)
+        dev = resolve_device(device)
         return cls._load_export(resolve_checkpoint(source), dev, _pick_dtype(dtype, dev), overrides, common,
                                 compile)
 

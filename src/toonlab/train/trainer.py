@@ -32,6 +32,7 @@ import yaml
 from torch import nn
 
 from toonlab.checkpoint import atomic_write, save_export, strip_prefixes
+from toonlab.device import resolve_device
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.models.base import Model, Phase, Step
 from toonlab.train import distributed as D
@@ -42,20 +43,6 @@ from toonlab.train.logging import RunLogger
 STATE_GLOB = "state-*.safetensors"
 EXPORT_GLOB = "export-*.safetensors"
 
-
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; ``cuda`` → ``cuda:LOCAL_RANK``."""
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec == "cuda":
-        spec = f"cuda:{local_rank}"
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise UsageError(f"train.device: {spec!r} is not a device (auto | cpu | cuda | cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"train.device: {spec!r} requested but CUDA is not available")
-    return device
 
 
 @dataclass(frozen=True)
@@ -109,7 +96,7 @@ class Trainer:
         self.cfg = cfg
         t, d = cfg.train, cfg.data
         info = D.env_info()
-        self.device = resolve_device(t.device, info.local_rank)
+        self.device = resolve_device(t.device, info.local_rank, key="train.device")
         self.dist = D.setup(self.device)
         self.run_dir = Path(t.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
