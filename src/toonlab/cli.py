@@ -455,9 +455,10 @@ def evaluate_cmd(
                                                                 "(default: $TORCH_HOME/hub/checkpoints)."),
         cache_dir: str = typer.Option(None, "--cache-dir", help="FID stats cache (default ~/.cache/toonlab/fid)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached statistics."),
-        device: str = typer.Option("cpu", "--device"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (the model and Inception)."),
         batch_size: int = typer.Option(16, "--batch-size", min=1)):
-    """Score outputs: FID, KID (×10³ in the table), weighted FID, PSNR / SSIM / edge F1 (SynthToon)."""
+    """Score outputs: FID, KID (×10³ in the table), weighted FID, PSNR / SSIM / edge F1 (SynthToon). Without the
+    Inception weights (offline) FID/KID are noted as not computed and the rest is scored."""
     import json
 
     from rich.console import Console

@@ -57,12 +57,22 @@ def test_evaluate_offline_without_weights(folders, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("TOONLAB_OFFLINE", "1")
     runner = CliRunner()
-    r = runner.invoke(app, ["evaluate", "--outputs", str(out), "--reference", str(truth)])
+    # the defaults (FID, KID and the paired scores): what needs no weights is scored, FID/KID get a note
+    js = tmp_path / "offline.json"
+    r = runner.invoke(app, ["evaluate", "--outputs", str(out), "--reference", str(truth), "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(js.read_text())
+    assert set(res["scores"]) == {"psnr", "ssim", "edge_f1"}
+    assert res["scores"]["ssim"] == pytest.approx(score_folders(out, truth).mean()["ssim"])
+    note = [n for n in res["notes"] if n.startswith("FID/KID not computed")]
+    assert len(note) == 1 and "pt_inception-2015-12-05-6726825d.pth" in note[0] and "Traceback" not in r.output
+    # only FID asked for: nothing to score, one error line
+    r = runner.invoke(app, ["evaluate", "--outputs", str(out), "--reference", str(truth), "--metrics", "fid,kid"])
     assert r.exit_code == 1
     lines = [x for x in r.output.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: FID/KID can't be computed")
-    assert "pt_inception-2015-12-05-6726825d.pth" in lines[0] and "Traceback" not in r.output
-    # the SynthToon scores need no weights
+    assert "pt_inception-2015-12-05-6726825d.pth" in lines[0]
+    # the SynthToon scores alone need no weights
     r = runner.invoke(app, ["evaluate", "--outputs", str(out), "--reference", str(truth), "--metrics",
                             "psnr,ssim,edge_f1"])
     assert r.exit_code == 0, r.output

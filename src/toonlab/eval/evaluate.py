@@ -54,7 +54,7 @@ def _names(folder: Path) -> set[str]:
 def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: str | None = None,
              targets: str | None = None, outputs: str | None = None, reference: str | None = None,
              inputs: str | None = None, out: str | None = None, metrics: tuple[str, ...] = ALL_METRICS,
-             device: str = "cpu", inception: str | None = None, cache_dir: str | None = None,
+             device: str = "auto", inception: str | None = None, cache_dir: str | None = None,
              use_cache: bool = True, batch_size: int = 16, kid_subsets: int = 100,
              kid_subset_size: int = 1000) -> EvalResult:
     """Two modes:
@@ -65,7 +65,8 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
       0.8·FID(outputs, targets) + 0.2·FID(outputs, inputs) is added. ``model`` = export / run dir / "classic".
     - ``outputs`` + ``reference`` (+ ``inputs`` for the weighted FID): score two existing folders.
     Paired scores (PSNR/SSIM/edge F1) use ``cartoons`` (with ``photos``) or the reference as the truths, where
-    file names match the outputs'.
+    file names match the outputs'. Without the Inception weights (offline), FID/KID are left out with a note and
+    the other metrics are scored, as ``toonlab experiment`` does; only when nothing else was asked is it an error.
     """
     res = EvalResult()
     if outputs is not None:
@@ -92,6 +93,9 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
         if p is not None and not p.is_dir():
             raise UsageError(f"{label} folder not found: {p}")
 
+    from toonlab.device import resolve_device
+
+    device = str(resolve_device(device, key="--device"))
     evaluator = None
     if any(m in ("fid", "kid") for m in metrics):
         from toonlab.eval.fid import FIDEvaluator
@@ -101,8 +105,11 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
         try:  # fail fast, before translating anything
             evaluator.network()
         except MissingWeightsError as e:
-            raise MissingWeightsError(f"FID/KID can't be computed: {e}; --metrics psnr,ssim,edge_f1 scores without "
-                                      f"it") from None
+            if not any(m in PAIRED_METRICS for m in metrics):
+                raise MissingWeightsError(f"FID/KID can't be computed: {e}; --metrics psnr,ssim,edge_f1 scores "
+                                          f"without it") from None
+            res.notes.append(f"FID/KID not computed: {e}")
+            evaluator = None
 
     if out_dir is None:
         out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="toonlab-eval-"))
