@@ -1,9 +1,12 @@
+import re
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 import pytest
 
 from toonlab.errors import ToonlabError
-from toonlab.infer.import_weights import import_weights
+from toonlab.infer.import_weights import import_weights, read_state_dict
 from toonlab.infer.translator import Translator
 
 
@@ -83,6 +86,33 @@ def test_mismatched_and_foreign_files(tmp_path, cartoongan_released):
         import_weights(tmp_path / "wrong.pth", "animegan2", tmp_path / "o.safetensors")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00junk")
-    with pytest.raises(ToonlabError, match="junk.pt: not a readable"):
+    with pytest.raises(ToonlabError, match="junk.pt: not a PyTorch weights file"):
         import_weights(junk, "animegan2", tmp_path / "o.safetensors")
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_unreadable_weights_say_why_in_one_line(tmp_path):
+    """Not torch's multi-paragraph text nor a bare pickle memo id like `(174812789)`: what kind of file it is."""
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("unpickled",))
+
+    text = tmp_path / "notes.pt"
+    text.write_text("hello, these are not weights\n")
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    full = tmp_path / "full.pt"
+    torch.save({"w": torch.zeros(4000)}, full)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(full.read_bytes()[:3000])
+    evil = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "x": Payload()}, evil)
+    expected = {text: "not a PyTorch weights file", noise: "not a PyTorch weights file",
+                cut: "a damaged or truncated PyTorch weights file", evil: "holds a .*print object, not only tensors"}
+    for path, reason in expected.items():
+        with pytest.raises(ToonlabError) as err:
+            read_state_dict(path)
+        msg = str(err.value)
+        assert re.match(rf"{re.escape(str(path))}: {reason}", msg), msg
+        assert "\n" not in msg and len(msg) < 200 and not re.search(r"\(\d+\)", msg)

@@ -38,7 +38,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors, or objects that weights_only refuses
-        raise ToonlabError(f"{path}: not a readable PyTorch state dict ({str(e).strip().splitlines()[0]})") from None
+        raise ToonlabError(f"{path}: {_load_failure(path, e)}") from None
     for wrapper in ("state_dict", "model", "generator", "G"):
         if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
             obj = obj[wrapper]
@@ -46,6 +46,24 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise ToonlabError(f"{path}: expected a state dict (name → tensor)")
     return strip_prefixes(obj)
+
+
+# torch.save's two layouts: a zip archive (since 1.6), or the legacy pickle stream opening with its magic number
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19"
+
+
+def _load_failure(path: Path, e: Exception) -> str:
+    """Why torch.load failed, in words: torch's own messages are multi-paragraph or bare numbers (a KeyError of a
+    pickle memo id), so the file's layout is read from its first bytes instead."""
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if not (head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC):
+        return "not a PyTorch weights file (neither torch.save's zip archive nor its legacy pickle layout)"
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    if refused:  # weights_only met something that is not a tensor (or a file cut inside such a name)
+        return f"holds a {refused.group(1)} object, not only tensors (toonlab never unpickles code)"
+    return f"a damaged or truncated PyTorch weights file ({type(e).__name__})"
 
 
 def _model_config(arch: str, state: Mapping[str, torch.Tensor]) -> dict:
