@@ -75,7 +75,8 @@ def test_patches_are_gray_in_range_and_carry_gradients():
     x = (torch.rand(2, 3, 64, 64) * 2 - 1).requires_grad_()
     p = ctss_sample(x, k=5, size=32, stride=16)
     assert p.shape == (5, 1, 32, 32)
-    assert torch.allclose(p.amin(dim=(1, 2, 3)), -torch.ones(5)) and torch.allclose(p.amax(dim=(1, 2, 3)), torch.ones(5))
+    mm = ctss_sample(x, k=5, size=32, stride=16, gray="sum_minmax")  # authors' code: per-patch min-max
+    assert torch.allclose(mm.amin(dim=(1, 2, 3)), -torch.ones(5)) and torch.allclose(mm.amax(dim=(1, 2, 3)), torch.ones(5))
     p.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     # top-K comes out sorted by score
@@ -89,11 +90,52 @@ def test_patch_size_clamps_to_small_images():
     assert ctss_sample(torch.rand(2, 3, 40, 48) * 2 - 1, k=32, size=96, stride=48).shape == (2, 1, 40, 40)
 
 
+def test_patches_gray_by_standard_luma_by_default():
+    p = torch.rand(3, 3, 8, 8) * 2 - 1
+    by_hand = 0.299 * p[:, 0:1] + 0.587 * p[:, 1:2] + 0.114 * p[:, 2:3]  # no min-max: colours keep their levels
+    assert torch.allclose(patches_to_gray(p), by_hand, atol=1e-6)
+    assert build_model("ctss").cfg.patch_gray == "luma"
+    with pytest.raises(ValueError):
+        patches_to_gray(p, "average")
+
+
+def test_edge_normalisation_is_per_image_by_default():
+    """Eq 2 per image: scoring a batch == scoring each image alone; the authors' whole-batch min-max is not."""
+    x = _edge_batch()
+    x[0, :, :16, :16] = 0.05  # a faint edge in image 0, dwarfed by image 1's checkerboard
+    alone = torch.cat([ctss_patch_scores(x[i:i + 1], 32, 16) for i in range(2)])
+    assert torch.allclose(ctss_patch_scores(x, 32, 16), alone, atol=1e-4)
+    assert not torch.allclose(ctss_patch_scores(x, 32, 16, normalize="batch"), alone, atol=1e-2)
+    assert build_model("ctss").cfg.edge_normalize == "image"
+
+
 def test_stride_policies():
     random_model = build_model("ctss")
-    draws = {random_model._strides() for _ in range(40)}
+    draws = {random_model._strides("D") for _ in range(40)}
     assert all(a == b and 48 <= a <= 72 for a, b in draws) and len(draws) > 1  # s ~ U(48, 72), shared by C and S
-    assert build_model("ctss", {"stride_policy": "fixed"})._strides() == (48, 72)  # authors: cartoons 48, fakes 72
+    assert build_model("ctss", {"stride_policy": "fixed"})._strides("D") == (48, 72)  # authors: cartoons 48, fakes 72
+
+
+def test_stride_drawn_once_per_iteration_and_shared_by_d_and_g(monkeypatch):
+    m = build_model("ctss", {"patch_size": 16, "stride_range": [4, 12], "vgg_weights": "random"})
+    seen: list[tuple[str, int]] = []
+    real = m.sample_patches
+
+    def spy(images, stride):
+        seen.append(("G" if images.requires_grad else "D", stride))
+        return real(images, stride)
+
+    monkeypatch.setattr(m, "sample_patches", spy)
+    torch.manual_seed(0)
+    for _ in range(6):  # the trainer's adversarial iteration: D step, then G step, on the same batch
+        b = _batch()
+        m.training_step("D", b)
+        m.training_step("G", b)
+    d_strides = [s for who, s in seen if who == "D"]
+    assert len(d_strides) == 12  # D: real and fake patches, same s
+    assert d_strides[0::2] == d_strides[1::2]
+    assert [s for who, s in seen if who == "G"] == d_strides[0::2]  # G reuses its iteration's draw
+    assert len(set(d_strides)) > 1  # and iterations draw anew
 
 
 def test_branch_options_change_networks_and_steps():

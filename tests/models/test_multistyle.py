@@ -52,6 +52,25 @@ def test_generator_layout_norms_and_rho_clipping():
         assert (plain.translator()(x, 0) - plain.translator()(x, 1)).abs().max() > 1e-4
 
 
+def test_no_instance_norm_variant_keeps_feature_statistics():
+    """Fig. 4 (a): R-A blocks without normalisation apply h·γ + β to the raw features (AdaIN would whiten them)."""
+    from toonlab.models.multistyle import RABlock
+
+    torch.manual_seed(0)
+    block = RABlock(4, "none")
+    assert not any(isinstance(mod, (AdaLIN, torch.nn.InstanceNorm2d)) for mod in block.modules())
+    x = torch.randn(2, 4, 6, 6)
+    gamma, beta = torch.rand(2, 4) + 0.5, torch.randn(2, 4)
+    with torch.no_grad():
+        h = torch.relu(block.conv1(x) * gamma[:, :, None, None] + beta[:, :, None, None])
+        expected = x + block.conv2(h) * gamma[:, :, None, None] + beta[:, :, None, None]
+        assert torch.allclose(block(x, gamma, beta), expected, atol=1e-6)
+    m = build_model("multistyle", {"ch": 8, "norm": "none"})
+    with torch.no_grad():
+        x = torch.rand(1, 3, 16, 16)
+        assert (m.translator()(x, 0) - m.translator()(x, 1)).abs().max() > 1e-4
+
+
 def test_discriminator_step_matches_eqs_2_and_3():
     m = build_model("multistyle", {"ch": 8, "d_norm": "in"})
     b = _batch(size=32)  # D_aux halves 4 times: keep ≥ 2×2 for its instance norms

@@ -61,3 +61,11 @@ def test_generator_loss_with_decayed_saliency_weight():
     assert torch.allclose(out["loss"], out["g_adv"] + 0.25 * out["content"] + 0.96 ** 5 * out["saliency"])
     init = m.training_step("init", b)
     assert "g_adv" not in init and torch.allclose(init["loss"], 0.25 * init["content"] + 0.96 ** 5 * init["saliency"])
+
+
+def test_saliency_decay_start_option():
+    """ω_s stays 1 until epoch e₀, then decays: e₀ = init_epochs starts the decay with the adversarial phase."""
+    m = build_model("salcbam", {"ch": 8, "saliency_decay_start": 10})
+    for epoch, weight in ((0, 1.0), (10, 1.0), (13, 0.96 ** 3)):
+        m.set_epoch(epoch)
+        assert math.isclose(m.saliency_weight, weight)

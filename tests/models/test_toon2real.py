@@ -38,6 +38,31 @@ def test_cyclegan_is_toon2real_without_sn_and_with_nine_blocks():
     assert [s.name for p in cg.phases() for s in p.steps] == ["G", "D"]
 
 
+def test_translator_direction_follows_config():
+    """toon2real exports G_r (cartoon → photo); the CycleGAN baseline row of photo → cartoon tables exports G_c."""
+    t2r, cg = build_model("toon2real"), build_model("cyclegan")
+    assert (t2r.direction, cg.direction) == ("cartoon2photo", "photo2cartoon")
+    assert cg.translator() is cg.networks["G_c"] and t2r.translator() is t2r.networks["G_r"]
+    back = build_model("cyclegan", {"translate": "cartoon2photo"})
+    assert back.direction == "cartoon2photo" and back.translator() is back.networks["G_r"]
+    fwd = _tiny(translate="photo2cartoon")
+    assert fwd.direction == "photo2cartoon" and fwd.translator() is fwd.networks["G_c"]
+
+
+def test_cyclegan_export_translates_photos_with_g_c(tmp_path):
+    from toonlab.checkpoint import save_export
+    from toonlab.infer.translator import Translator
+
+    m = build_model("cyclegan", {"ngf": 4, "ndf": 4, "n_blocks": 1})
+    save_export(m, tmp_path / "cg.safetensors")
+    t = Translator.load(tmp_path / "cg.safetensors", device="cpu")
+    assert t.direction == "photo2cartoon"
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        ref = (m.networks["G_c"].eval()(x * 2 - 1) + 1) / 2
+    assert torch.allclose(t.translate_tensor(x), ref.clamp(0, 1), atol=1e-5)  # no post-processing for CycleGAN
+
+
 def _tiny(**over):
     cfg = {"ngf": 4, "ndf": 4, "n_blocks": 1, **over}
     return build_model("toon2real", cfg)

@@ -10,6 +10,7 @@ CTSS (Fig. 2b, eqs 1–6) → :func:`ctss_sample`; eqs 7–17 → ``training_ste
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses, ops
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, init_then_adversarial, register
 from toonlab.nn.blocks import (
     ConvNormAct,
@@ -27,7 +29,7 @@ from toonlab.nn.blocks import (
     apply_spectral_norm,
     init_normal,
 )
-from toonlab.nn.vgg import shared_vgg
+from toonlab.nn.perceptual import Perceptual, shared_perceptual
 
 # --------------------------------------------------------------------------------------------------------------
 # CTSS sampler (paper §III-B, eqs 1–6; PAPERS.md §1 steps 1–7)
@@ -36,13 +38,14 @@ from toonlab.nn.vgg import shared_vgg
 
 @torch.no_grad()
 def ctss_patch_scores(images: torch.Tensor, size: int, stride: int, gf_radius: int = 5, gf_eps: float = 0.2,
-                      d: float = 0.2, n: float = 2.0, normalize: Literal["batch", "image"] = "batch",
+                      d: float = 0.2, n: float = 2.0, normalize: Literal["batch", "image"] = "image",
                       min_range: float = 1e-3) -> torch.Tensor:
     """Edge intensity t_i (eq 5) of every sliding window of a mini-batch: (N,3,H,W) [-1,1] → (M,) with
     M = N·(⌊(H−l)/s⌋+1)·(⌊(W−l)/s⌋+1), ordered image, window row, window column.
 
-    c̃ = F_gf(c, c) (eq 1, self-guided filter r, eps) → e = min-max Σ_k |c̃ ⊗ F_k| (eq 2, over the whole batch by
-    default, as the authors) → ẽ = 1 − 1/(1 + (e/d)^n) (eq 3) → t_i = Σ_{m,n} ẽ_i (eq 5). No gradients: the
+    c̃ = F_gf(c, c) (eq 1, self-guided filter r, eps) → e = min-max Σ_k |c̃ ⊗ F_k| (eq 2; ``normalize="image"``
+    per image as the paper writes it, ``"batch"`` over the whole batch as the authors' code)
+    → ẽ = 1 − 1/(1 + (e/d)^n) (eq 3) → t_i = Σ_{m,n} ẽ_i (eq 5). No gradients: the
     scores only choose patches. ``min_range`` floors the min-max range of e: the guided filter leaves ~1e-7
     round-off on flat images, which min-max would otherwise stretch to [0, 1] (fake edges, arbitrary choice);
     real edges give ranges of 0.05 (one 8-bit step) to ~30, so 1e-3 leaves them untouched."""
@@ -52,10 +55,16 @@ def ctss_patch_scores(images: torch.Tensor, size: int, stride: int, gf_radius: i
         return ops.patch_scores(edges, size, stride)
 
 
-def patches_to_gray(patches: torch.Tensor) -> torch.Tensor:
-    """Step 7: (K,3,l,l) → (K,1,l,l) in [-1,1]: R+G+B, per-patch min-max to [0,1] (authors' code), then ×2−1
-    so D_patch sees the same [-1,1] range as every other network input. A flat patch maps to −1.
-    Differentiable (gradients flow back to G through the generated patches)."""
+def patches_to_gray(patches: torch.Tensor, mode: Literal["luma", "sum_minmax"] = "luma") -> torch.Tensor:
+    """Step 7: (K,3,l,l) in [-1,1] → (K,1,l,l) in [-1,1]. Differentiable (gradients reach G through S_patch).
+
+    ``"luma"`` (default): the paper's "converted to grayscale", by the standard luma .299R + .587G + .114B; the
+    weights sum to 1, so [-1,1] stays [-1,1]. ``"sum_minmax"``: the authors' code — R+G+B, per-patch min-max to
+    [0,1], then ×2−1 (a flat patch maps to −1)."""
+    if mode == "luma":
+        return ops.rgb_to_gray(patches)
+    if mode != "sum_minmax":
+        raise ValueError(f"unknown patch grayscale mode {mode!r} (luma | sum_minmax)")
     g = patches.sum(1, keepdim=True)
     lo = g.amin(dim=(2, 3), keepdim=True)
     hi = g.amax(dim=(2, 3), keepdim=True)
@@ -63,7 +72,7 @@ def patches_to_gray(patches: torch.Tensor) -> torch.Tensor:
 
 
 def ctss_sample(images: torch.Tensor, k: int, size: int, stride: int, select: Literal["ctss", "all"] = "ctss",
-                **score_kw) -> torch.Tensor:
+                gray: Literal["luma", "sum_minmax"] = "luma", **score_kw) -> torch.Tensor:
     """The CTSS sampler: (N,3,H,W) [-1,1] → (K',1,l,l) grayscale patches in [-1,1], most edge-salient first.
 
     ``select="ctss"``: top-K over the whole mini-batch by eq 5 (eq 6); K' = min(K, M). ``"all"``: all M patches
@@ -77,7 +86,7 @@ def ctss_sample(images: torch.Tensor, k: int, size: int, stride: int, select: Li
         patches = ops.topk_patches(patches, scores, min(k, patches.shape[0]))  # eq 6
     elif select != "all":
         raise ValueError(f"unknown CTSS sampler {select!r} (ctss | all)")
-    return patches_to_gray(patches)
+    return patches_to_gray(patches, gray)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,45 +192,46 @@ class CTSSConfig:
     generator: Literal["paper", "unet"] = "paper"      # paper Fig. 10 | authors' AnimeGANv2-style U-Net
     # CTSS sampler (§III-B)
     sampler: Literal["ctss", "all"] = "ctss"           # "all" = W/O CTSS ablation (Table III)
-    K: int = 32                                        # top-K patches per mini-batch (Table II: 16/32/64/128)
-    patch_size: int = 96                               # l (clamped to min(l, H, W))
-    stride_policy: Literal["random", "fixed"] = "random"  # paper: s ~ U(48, 72) per iteration; authors: fixed
-    stride_range: tuple[int, int] = (48, 72)           # inclusive bounds of the paper's uniform draw
-    stride_fixed: tuple[int, int] = (48, 72)           # authors' fixed strides: (real cartoons, generated)
-    gf_radius: int = 5                                 # eq 1 guided filter r
-    gf_eps: float = 0.2                                # eq 1 guided filter eps (on [-1,1] images)
-    edge_normalize: Literal["batch", "image"] = "batch"  # eq 2 min-max scope (authors: whole batch)
-    edge_min_range: float = 1e-3                       # floor of the eq 2 min-max range (flat-image round-off)
+    K: int = ranged(32, ge=1)                          # top-K patches per mini-batch (Table II: 16/32/64/128)
+    patch_size: int = ranged(96, ge=1)                 # l (clamped to min(l, H, W))
+    stride_policy: Literal["random", "fixed"] = "random"  # paper: s ~ U(48, 72) once per iteration; authors: fixed
+    stride_range: tuple[int, int] = ranged((48, 72), ge=1)  # inclusive bounds of the paper's uniform draw
+    stride_fixed: tuple[int, int] = ranged((48, 72), ge=1)  # authors' fixed strides: (real cartoons, generated)
+    gf_radius: int = ranged(5, ge=1)                   # eq 1 guided filter r
+    gf_eps: float = ranged(0.2, gt=0)                  # eq 1 guided filter eps (on [-1,1] images)
+    edge_normalize: Literal["batch", "image"] = "image"  # eq 2 min-max per image (paper); "batch" = authors' code
+    patch_gray: Literal["luma", "sum_minmax"] = "luma"   # step 7: standard luma (paper: "converted to grayscale");
+    #                                                      "sum_minmax" = authors' R+G+B + per-patch min-max
+    edge_min_range: float = ranged(1e-3, gt=0)         # floor of the eq 2 min-max range (flat-image round-off)
     hp_d: float = 0.2                                  # eq 3 threshold d
-    hp_n: float = 2.0                                  # eq 3 sharpness n
+    hp_n: float = ranged(2.0, gt=0)                    # eq 3 sharpness n
     # branches and extra losses (Tables III, IV)
     image_branch: bool = True                          # D_img, eqs 8–10
     patch_branch: bool = True                          # D_patch, eqs 11–13
     edge_promoting: bool = False                       # Table IV L^ep_adv_global: edge-smoothed cartoons as fakes
-    extra_losses: tuple[Literal["gram", "mean_std"], ...] = ()  # Table IV L_gram / L_mean_std (VGG conv4_4)
+    extra_losses: tuple[Literal["gram", "mean_std"], ...] = ()  # Table IV L_gram / L_mean_std (perceptual)
     # discriminators (authors' code: spectral norm, N(0, 0.02) init)
     spectral_norm: bool = True
-    init_std: float = 0.02
+    init_std: float = ranged(0.02, ge=0)
     # loss weights (eqs 16–17; authors' "Dragon Ball" setting: lambda_con 2.5, lambda_tv 1.5)
     adv_loss: Literal["lsgan", "bce", "hinge"] = "lsgan"
-    lambda_global: float = 300.0
-    lambda_local: float = 300.0
-    lambda_con: float = 1.5
-    lambda_col: float = 15.0
-    lambda_tv: float = 1.0
-    lambda_gram: float = 2.5                           # our choice: AnimeGAN's style weight (Table IV gives none)
-    lambda_mean_std: float = 2.5                       # our choice, same scale as lambda_gram
+    lambda_global: float = ranged(300.0, ge=0)
+    lambda_local: float = ranged(300.0, ge=0)
+    lambda_con: float = ranged(1.5, ge=0)
+    lambda_col: float = ranged(15.0, ge=0)
+    lambda_tv: float = ranged(1.0, ge=0)
+    lambda_gram: float = ranged(2.5, ge=0)             # our choice: AnimeGAN's style weight (Table IV gives none)
+    lambda_mean_std: float = ranged(2.5, ge=0)         # our choice, same scale as lambda_gram
     # schedule (§IV-C): 10 content-only epochs at 2e-4, then 70 adversarial epochs at 2e-5 (authors' D: 1e-5)
-    init_epochs: int = 10
-    adv_epochs: int = 70
-    lr_init: float = 2e-4
-    lr_g: float = 2e-5
-    lr_d: float = 2e-5
-    betas: tuple[float, float] = (0.5, 0.999)
+    init_epochs: int = ranged(10, ge=0)
+    adv_epochs: int = ranged(70, ge=0)
+    lr_init: float = ranged(2e-4, gt=0)
+    lr_g: float = ranged(2e-5, gt=0)
+    lr_d: float = ranged(2e-5, gt=0)
+    betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
     # inference post-processing applied by toonlab.infer (natural saturation +40 %)
-    saturation_boost: float = 1.4
-    vgg_weights: str = "imagenet"
-    vgg_variant: Literal["torchvision", "caffe"] = "torchvision"
+    saturation_boost: float = ranged(1.4, ge=0)
+    perceptual: Perceptual = "auto"  # backbone of L_con / L_gram / L_mean_std (toonlab.nn.perceptual; paper: vgg19)
 
 
 @register("ctss")
@@ -244,6 +254,7 @@ class CTSS(Model):
                 raise ValueError("ctss: edge_promoting acts on the image branch; it needs image_branch: true")
             self.requires = ("photo", "cartoon", "smooth")
         self.networks["G"] = CTSSGenerator() if cfg.generator == "paper" else CTSSUNetGenerator()
+        self._pending_strides: deque[int] = deque(maxlen=64)  # D-step draws awaiting their G step (_strides)
         if cfg.image_branch:
             self.networks["D_img"] = image_discriminator(cfg.spectral_norm, cfg.init_std)
         if cfg.patch_branch:
@@ -256,23 +267,33 @@ class CTSS(Model):
         return self.networks["G"]
 
     # --- pieces -------------------------------------------------------------------------------------------------
-    def _strides(self) -> tuple[int, int]:
-        """(stride for real cartoons, stride for generated images) for this iteration."""
+    def _strides(self, step: str) -> tuple[int, int]:
+        """(stride for real cartoons, stride for generated images) for this iteration.
+
+        ``"random"``: s ~ U(lo, hi) drawn once per iteration and shared by C and S and by the D and G steps: the
+        D step draws (from the global torch RNG, which training states save, so resume stays exact) and queues it;
+        the G step of the same micro-batch takes it from the queue (FIFO, so gradient accumulation's D micro-steps
+        pair with its G micro-steps in order). A G step without a D step before it (D-less tests) draws its own."""
         c = self.cfg
         if c.stride_policy == "fixed":
             return c.stride_fixed
-        lo, hi = c.stride_range
-        s = int(torch.randint(lo, hi + 1, ()).item())  # one draw per iteration, shared by C and S
+        if step == "G" and self._pending_strides:
+            s = self._pending_strides.popleft()
+        else:
+            lo, hi = c.stride_range
+            s = int(torch.randint(lo, hi + 1, ()).item())
+            if step == "D":
+                self._pending_strides.append(s)
         return s, s
 
     def sample_patches(self, images: torch.Tensor, stride: int) -> torch.Tensor:
         """The CTSS sampler with this config: (N,3,H,W) [-1,1] → (K',1,l,l) [-1,1]."""
         c = self.cfg
-        return ctss_sample(images, c.K, c.patch_size, stride, c.sampler, gf_radius=c.gf_radius, gf_eps=c.gf_eps,
-                           d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize, min_range=c.edge_min_range)
+        return ctss_sample(images, c.K, c.patch_size, stride, c.sampler, c.patch_gray, gf_radius=c.gf_radius,
+                           gf_eps=c.gf_eps, d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize, min_range=c.edge_min_range)
 
     def _vgg(self, device):
-        return shared_vgg(self.cfg.vgg_weights, self.cfg.vgg_variant, device)
+        return shared_perceptual(self.cfg.perceptual, device)
 
     # --- the losses ---------------------------------------------------------------------------------------------
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -306,7 +327,7 @@ class CTSS(Model):
             total = total + c.lambda_global * glob
         if c.patch_branch:  # eq 12 on the top-K patches C_patch, S_patch
             D = self.networks["D_patch"]
-            s_real, s_fake = self._strides()
+            s_real, s_fake = self._strides("D")
             local = (losses.d_loss_real(D(self.sample_patches(cartoon, s_real)), c.adv_loss)
                      + losses.d_loss_fake(D(self.sample_patches(fake, s_fake)), c.adv_loss))
             out["d_local"] = local
@@ -330,7 +351,7 @@ class CTSS(Model):
             out["g_global"] = losses.g_loss(self.networks["D_img"](fake), c.adv_loss)
             total = total + c.lambda_global * out["g_global"]
         if c.patch_branch:  # eq 13, through the generated patches S_patch
-            _, s_fake = self._strides()
+            _, s_fake = self._strides("G")
             out["g_local"] = losses.g_loss(self.networks["D_patch"](self.sample_patches(fake, s_fake)), c.adv_loss)
             total = total + c.lambda_local * out["g_local"]
         if c.extra_losses:

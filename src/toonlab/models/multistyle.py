@@ -22,9 +22,11 @@ Recipe, from PAPERS.md §2 "nearest public design" (MS-CartoonGAN) since seed 00
 weight 0.2, style-loss weight 0.5, lr 1e-5 for the adversarial phase, 20 content-only init epochs at 2e-4,
 batch 4 (a data setting: configs/multistyle.yaml). Adam(0.5, 0.999) and 200 adversarial epochs are ours
 (CartoonGAN's betas; the cartoongan baseline's epoch count).
-Ablations (seed 000 §3.4): ``norm: in`` — instance norm instead of AdaLIN in the R-A blocks (no LN mixing, no ρ);
-the γ, β of the style MLP are kept, since without them the style id could not reach G at all and the
-"multi-style" model would emit one style; ``aux_classifier: false`` — no D_aux and no style loss.
+Ablations (seed 000 §3.4): ``norm: none`` — Fig. 4 (a), "the lack of instance normalization": no normalisation
+in the R-A blocks (h·γ + β, the style's γ, β kept so the style id still reaches G; without them the
+"multi-style" model would emit one style); ``norm: in`` — AdaIN instead of AdaLIN (instance norm with the
+style's γ, β: no LN mixing, no ρ), a second variant that isolates AdaLIN's layer-norm half;
+``aux_classifier: false`` — Fig. 4 (b), no D_aux and no style loss.
 """
 
 from __future__ import annotations
@@ -38,21 +40,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.errors import UsageError
 from toonlab.models.base import (
     Model,
     Phase,
     init_then_adversarial,
+    perceptual_content_loss,
     register,
-    vgg_content_loss,
 )
 from toonlab.models.cartoongan import CartoonGANDiscriminator
 from toonlab.nn.adalin import AdaLIN
 from toonlab.nn.blocks import ConvNormAct, ResBlock, TransposedUp, init_normal
+from toonlab.nn.perceptual import Perceptual
 
 
 class StyleIN(nn.Module):
-    """Ablation ``norm: in``: instance norm (biased variance) with the style's γ, β; same call as AdaLIN."""
+    """Ablation ``norm: in`` (AdaIN): instance norm (biased variance) with the style's γ, β; same call as AdaLIN."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
@@ -62,12 +66,22 @@ class StyleIN(nn.Module):
         return F.instance_norm(x, eps=self.eps) * gamma[:, :, None, None] + beta[:, :, None, None]
 
 
+class StyleAffine(nn.Module):
+    """Ablation ``norm: none`` (seed 000 Fig. 4a, no instance normalisation): x·γ + β, no statistics removed."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return x * gamma[:, :, None, None] + beta[:, :, None, None]
+
+
 class RABlock(nn.Module):
     """R-A block (U-GAT-IT ``ResnetAdaILNBlock``): x + AdaLIN(conv3(ReLU(AdaLIN(conv3(x), γ, β))), γ, β)."""
 
-    def __init__(self, channels: int, norm: Literal["adalin", "in"] = "adalin"):
+    def __init__(self, channels: int, norm: Literal["adalin", "in", "none"] = "adalin"):
         super().__init__()
-        make = AdaLIN if norm == "adalin" else StyleIN
+        make = {"adalin": AdaLIN, "in": StyleIN, "none": StyleAffine}[norm]
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect")
         self.norm1 = make(channels)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="reflect")
@@ -99,7 +113,8 @@ class MultiStyleGenerator(nn.Module):
     """G(p, s): ``forward(x (B,3,H,W) [-1,1], style int | LongTensor (B,)) -> (B,3,H,W) [-1,1]``; H, W multiples
     of 4. ``style`` defaults to 0 (the first style name)."""
 
-    def __init__(self, n_styles: int, ch: int = 64, ra_blocks: int = 2, norm: Literal["adalin", "in"] = "adalin"):
+    def __init__(self, n_styles: int, ch: int = 64, ra_blocks: int = 2,
+                 norm: Literal["adalin", "in", "none"] = "adalin"):
         super().__init__()
         self.n_styles = n_styles
         c1, c2, c3 = ch, ch * 2, ch * 4
@@ -172,22 +187,21 @@ class MultiStyle(Model):
     @dataclass
     class Config:
         styles: tuple[str, ...] = ("hayao", "shinkai")   # seed 000's two styles; ids follow this order
-        ch: int = 64                       # generator base width
-        ra_blocks: int = 2                 # R-A blocks between E and DE (paper silent; our choice)
-        norm: Literal["adalin", "in"] = "adalin"     # ablation: "in" (seed 000 Fig. 4a)
+        ch: int = ranged(64, ge=1)         # generator base width
+        ra_blocks: int = ranged(2, ge=0)   # R-A blocks between E and DE (paper silent; our choice)
+        norm: Literal["adalin", "in", "none"] = "adalin"  # ablations: "none" (Fig. 4a, no IN), "in" (AdaIN)
         aux_classifier: bool = True        # ablation: false = no D_aux, no style loss (Fig. 4b)
         d_norm: Literal["bn", "in", "ln", "none"] = "bn"   # CartoonGAN's D uses batch norm
         adv_loss: Literal["bce", "lsgan", "hinge"] = "bce"  # eq 2 is written with logs (cross-entropy)
-        w_content: float = 0.2             # eq 4 weight (MS-CartoonGAN)
-        w_style: float = 0.5               # eq 3 weight (MS-CartoonGAN)
-        init_epochs: int = 20              # content-only initialisation (MS-CartoonGAN)
-        adv_epochs: int = 200
-        lr_init: float = 2e-4
-        lr_g: float = 1e-5
-        lr_d: float = 1e-5
-        betas: tuple[float, float] = (0.5, 0.999)
-        vgg_weights: str = "imagenet"      # "imagenet" | a path | "random"
-        vgg_variant: Literal["torchvision", "caffe"] = "torchvision"
+        w_content: float = ranged(0.2, ge=0)  # eq 4 weight (MS-CartoonGAN)
+        w_style: float = ranged(0.5, ge=0)  # eq 3 weight (MS-CartoonGAN)
+        init_epochs: int = ranged(20, ge=0)  # content-only initialisation (MS-CartoonGAN)
+        adv_epochs: int = ranged(200, ge=0)
+        lr_init: float = ranged(2e-4, gt=0)
+        lr_g: float = ranged(1e-5, gt=0)
+        lr_d: float = ranged(1e-5, gt=0)
+        betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
+        perceptual: Perceptual = "auto"  # content-loss backbone (toonlab.nn.perceptual; papers: vgg19)
 
     default_size = 256
     size_multiple = 4
@@ -223,7 +237,7 @@ class MultiStyle(Model):
         c, n = self.cfg, self.networks
         photo, style = batch["photo"], batch["style"]
         if step == "init":
-            con = vgg_content_loss(self.cfg, n["G"](photo, style), photo)
+            con = perceptual_content_loss(self.cfg, n["G"](photo, style), photo)
             return {"loss": con, "content": con}
         if step == "D":
             cartoon, guided = batch["cartoon"], batch["guided"]
@@ -243,7 +257,7 @@ class MultiStyle(Model):
         if step == "G":
             fake = n["G"](photo, style)
             adv = losses.g_loss(n["D"](fake), c.adv_loss)
-            con = vgg_content_loss(self.cfg, fake, photo)
+            con = perceptual_content_loss(self.cfg, fake, photo)
             out = {"g_adv": adv, "content": con}
             total = adv + c.w_content * con
             if c.aux_classifier:                                           # eq 3, G's term −log D_aux(s|G(p))

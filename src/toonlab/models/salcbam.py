@@ -15,14 +15,18 @@ Symbols of seed 003 (its eq numbers):
   L_adv(D) = E[(D(a) − 1)²] + E[D(G(p))²] + E[D(e)²], eq 7 L_adv(G) = E[(D(G(p)) − 1)²]; eq 9 content
   L_con = E‖VGG(G(p)) − VGG(p)‖₁ (conv4_4); eq 10 saliency L_s = E‖S(p) − z‖₁ against maps z (``saliency``,
   (B,1,H,W) in [0, 1], from MBD/RBD); eq 11 L = L_adv(G) + L_adv(D) + ω_con·L_con + ω_s·L_s.
-- eq 12, our reading of the OCR: ω_s decays geometrically per epoch, ω_s(e) = ω_s · ω_sal^e with ω_s = 1 and
-  ω_sal = 0.96 (the values of the ablation text; ω_con = 0.25). The trainer calls ``set_epoch(e)`` (0-based)
-  at the start of every epoch.
+- eq 12, our reading of the OCR: ω_s decays geometrically per epoch, ω_s(e) = ω_s · ω_sal^(e − e₀) with ω_s = 1
+  and ω_sal = 0.96 (the values of the ablation text; ω_con = 0.25). The trainer calls ``set_epoch(e)``
+  (0-based) at the start of every epoch. Where the decay starts (e₀) the seed does not say: our choice is
+  ``saliency_decay_start: 0``, the first training epoch, because S is trained by L_s from the first init epoch
+  on (the decay tracks how long S has learned); ``saliency_decay_start: 10`` (= ``init_epochs``) holds
+  ω_s = 1.0 through the init phase and starts the decay with the adversarial phase.
 
 Recipe: CartoonGAN's (seed 003 is built on it and gives no schedule): 10 content-only init epochs (with the
 saliency loss, so S is pre-trained with G), lr 2e-4 for G and D, Adam(0.5, 0.999); 200 adversarial epochs as
 toonlab's cartoongan baseline; 256² images.
-Ablation rows (Tables 1–2): ``saliency: none, cbam: false`` = CartoonGAN (LSGAN); ``saliency: plain`` (+Sal);
+Ablation rows (Tables 1–2): ``saliency: none, cbam: false`` = CartoonGAN's architecture with this recipe (LSGAN,
+ω_con 0.25), not CartoonGAN itself (BCE, ω = 10: the ``cartoongan`` system); ``saliency: plain`` (+Sal);
 ``saliency: plain, cbam: true`` (+Sal+CBAM); ``saliency: ressal, cbam: true`` (+ResSal+CBAM, the default).
 """
 
@@ -36,16 +40,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.models.base import (
     Model,
     Phase,
     init_then_adversarial,
+    perceptual_content_loss,
     register,
-    vgg_content_loss,
 )
 from toonlab.models.cartoongan import CartoonGANDiscriminator, CartoonGANGenerator
 from toonlab.nn.blocks import ConvNormAct, ResBlock, TransposedUp, init_normal
 from toonlab.nn.cbam import CBAM
+from toonlab.nn.perceptual import Perceptual
 
 
 class PlainBlock(ResBlock):
@@ -125,23 +131,23 @@ class SalCBAM(Model):
     class Config:
         saliency: Literal["none", "plain", "ressal"] = "ressal"   # Tables 1–2 rows
         cbam: bool = True
-        n_res: int = 8                     # CartoonGAN's residual blocks
-        ch: int = 64                       # base width of G and S (CartoonGAN / seed 003: 64)
-        sal_blocks: int = 4                # middle blocks of S (figure shows "residual blocks"; count is ours)
-        cbam_reduction: int = 16           # CBAM paper's r
+        n_res: int = ranged(8, ge=0)       # CartoonGAN's residual blocks
+        ch: int = ranged(64, ge=1)         # base width of G and S (CartoonGAN / seed 003: 64)
+        sal_blocks: int = ranged(4, ge=0)  # middle blocks of S (figure shows "residual blocks"; count is ours)
+        cbam_reduction: int = ranged(16, ge=1)  # CBAM paper's r
         d_norm: Literal["bn", "in", "ln", "none"] = "bn"   # CartoonGAN's D
         adv_loss: Literal["lsgan", "bce", "hinge"] = "lsgan"   # eqs 7–8
-        w_content: float = 0.25            # ω_con
-        w_saliency: float = 1.0            # ω_s at epoch 0
-        saliency_decay: float = 0.96       # ω_sal: ω_s(e) = ω_s · ω_sal^e (eq 12)
-        init_epochs: int = 10              # CartoonGAN's content-only initialisation
-        adv_epochs: int = 200
-        lr_init: float = 2e-4
-        lr_g: float = 2e-4
-        lr_d: float = 2e-4
-        betas: tuple[float, float] = (0.5, 0.999)
-        vgg_weights: str = "imagenet"      # "imagenet" | a path | "random"
-        vgg_variant: Literal["torchvision", "caffe"] = "torchvision"
+        w_content: float = ranged(0.25, ge=0)  # ω_con
+        w_saliency: float = ranged(1.0, ge=0)  # ω_s at epoch 0
+        saliency_decay: float = ranged(0.96, ge=0)  # ω_sal: ω_s(e) = ω_s · ω_sal^(e − e₀) (eq 12)
+        saliency_decay_start: int = ranged(0, ge=0)  # e₀; 0 = first epoch (our choice), init_epochs = adv phase
+        init_epochs: int = ranged(10, ge=0)  # CartoonGAN's content-only initialisation
+        adv_epochs: int = ranged(200, ge=0)
+        lr_init: float = ranged(2e-4, gt=0)
+        lr_g: float = ranged(2e-4, gt=0)
+        lr_d: float = ranged(2e-4, gt=0)
+        betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
+        perceptual: Perceptual = "auto"  # content-loss backbone (toonlab.nn.perceptual; papers: vgg19)
 
     default_size = 256
     size_multiple = 4
@@ -160,8 +166,9 @@ class SalCBAM(Model):
 
     @property
     def saliency_weight(self) -> float:
-        """ω_s(e) = ω_s · ω_sal^e (eq 12)."""
-        return self.cfg.w_saliency * self.cfg.saliency_decay ** self.epoch
+        """ω_s(e) = ω_s · ω_sal^max(0, e − e₀) (eq 12); constant ω_s before epoch e₀."""
+        c = self.cfg
+        return c.w_saliency * c.saliency_decay ** max(0, self.epoch - c.saliency_decay_start)
 
     def phases(self) -> tuple[Phase, ...]:
         return init_then_adversarial(self.cfg)
@@ -173,7 +180,7 @@ class SalCBAM(Model):
     def _generator_losses(self, photo: torch.Tensor, batch: Mapping[str, torch.Tensor], adversarial: bool):
         c, G = self.cfg, self.networks["G"]
         fake, sal_map = G(photo, with_saliency=True)
-        con = vgg_content_loss(self.cfg, fake, photo)
+        con = perceptual_content_loss(self.cfg, fake, photo)
         out = {"content": con}
         total = c.w_content * con
         if adversarial:

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, Step, register
 from toonlab.nn.blocks import ConvNormAct, ResBlock, TransposedUp, apply_spectral_norm, init_normal, make_norm
 from toonlab.nn.image_pool import ImagePool
@@ -81,31 +82,36 @@ class PatchDiscriminator(nn.Sequential):
 @register("toon2real")
 class Toon2Real(Model):
     """Cartoon → photo CycleGAN with spectral-norm PatchGANs (seeds 002/004). Batch: ``photo`` (real, R) and
-    ``cartoon`` (C), both (B,3,H,W) in [-1, 1]. ``translator()`` is G_r (cartoon → photo)."""
+    ``cartoon`` (C), both (B,3,H,W) in [-1, 1]. ``translator()`` is G_r (cartoon → photo), or G_c with
+    ``translate: photo2cartoon``."""
 
     @dataclass
     class Config:
-        ngf: int = 64                      # generator base width (Table 1: 64)
-        ndf: int = 64                      # discriminator base width (Table 2: 64)
-        n_blocks: int = 6                  # residual blocks (Table 1: 6)
+        ngf: int = ranged(64, ge=1)        # generator base width (Table 1: 64)
+        ndf: int = ranged(64, ge=1)        # discriminator base width (Table 2: 64)
+        n_blocks: int = ranged(6, ge=0)    # residual blocks (Table 1: 6)
         d_layout: Literal["table2", "patchgan70"] = "table2"
         spectral_norm: bool = True         # on every D conv (the seeds' contribution)
         adv_loss: Literal["lsgan", "bce", "hinge"] = "lsgan"   # eq 1: least squares
-        lambda_cyc: float = 10.0           # eqs 2–3 weight; seeds silent → CycleGAN's 10
-        lambda_identity: float = 0.0       # CycleGAN's λ_idt (0.5 there); 0 = off (seeds do not use it)
-        pool_size: int = 50                # CycleGAN's history buffer
-        adv_epochs: int = 200              # seeds' training curves: 200 epochs
-        lr_g: float = 2e-4                 # CycleGAN's (seeds silent)
-        lr_d: float = 2e-4
-        betas: tuple[float, float] = (0.5, 0.999)
+        lambda_cyc: float = ranged(10.0, ge=0)  # eqs 2–3 weight; seeds silent → CycleGAN's 10
+        lambda_identity: float = ranged(0.0, ge=0)  # CycleGAN's λ_idt (0.5 there); 0 = off (seeds do not use it)
+        pool_size: int = ranged(50, ge=0)  # CycleGAN's history buffer
+        adv_epochs: int = ranged(200, ge=0)  # seeds' training curves: 200 epochs
+        lr_g: float = ranged(2e-4, gt=0)   # CycleGAN's (seeds silent)
+        lr_d: float = ranged(2e-4, gt=0)
+        betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
+        # which of the two generators translator() exports: G_r (cartoon → photo, the seeds' task) or G_c
+        # (photo → cartoon, for CycleGAN rows in photo → cartoon tables); it travels with the export's config
+        translate: Literal["cartoon2photo", "photo2cartoon"] = "cartoon2photo"
 
     requires = ("photo", "cartoon")
     default_size = 128
     size_multiple = 4
-    direction = "cartoon2photo"
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
+        if cfg.translate not in ("cartoon2photo", "photo2cartoon"):
+            raise ValueError(f"{self.name}: translate must be cartoon2photo or photo2cartoon, got {cfg.translate!r}")
         if cfg.n_blocks < 0 or cfg.ngf < 1 or cfg.ndf < 1:
             raise ValueError(f"{self.name}: ngf/ndf must be >= 1 and n_blocks >= 0")
         for key in ("G_r", "G_c"):
@@ -130,8 +136,12 @@ class Toon2Real(Model):
         return (Phase("adv", c.adv_epochs, (Step("G", ("G_r", "G_c"), c.lr_g, c.betas),
                                             Step("D", ("D_r", "D_c"), c.lr_d, c.betas))),)
 
+    @property
+    def direction(self) -> str:  # type: ignore[override]  # per instance: follows cfg.translate
+        return self.cfg.translate
+
     def translator(self) -> nn.Module:
-        return self.networks["G_r"]
+        return self.networks["G_r" if self.cfg.translate == "cartoon2photo" else "G_c"]
 
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         real_c, real_r = batch["cartoon"], batch["photo"]
