@@ -46,10 +46,24 @@ def test_multistyle_layout_ids_follow_sorted_names(tmp_path):
     src = discover(cfg, ("photo", "cartoon", "style"), styles=("hayao", "shinkai"))
     assert src.cartoon_styles == [0, 0, 1, 1, 1]
     assert [p.parent.name for p in src.cartoons] == ["hayao"] * 2 + ["shinkai"] * 3
-    with pytest.raises(UsageError, match="do not match"):
-        discover(cfg, ("photo", "cartoon", "style"), styles=("shinkai", "hayao"))
     ds = UnpairedDataset(src, ("photo", "cartoon", "style"), 16)
     assert ds[(0, 3, 0)]["style"].item() == 1 and ds[(0, 1, 0)]["style"].item() == 0
+    # the model's styles order gives the ids, whatever the folders' order
+    assert discover(cfg, ("photo", "cartoon", "style"), styles=("shinkai", "hayao")).cartoon_styles == [0] * 3 + [1] * 2
+
+
+def test_multistyle_folders_match_case_insensitively_with_a_clear_error(tmp_path):
+    write_pngs(tmp_path / "p", 2)
+    write_pngs(tmp_path / "styles" / "Hayao" / "style", 2, seed=1)  # AnimeGAN layout inside a style folder
+    write_pngs(tmp_path / "styles" / "Shinkai", 3, seed=2)
+    cfg = DataConfig(photos=str(tmp_path / "p"), cartoons=str(tmp_path / "styles"))
+    src = discover(cfg, ("photo", "cartoon", "style"), styles=("hayao", "shinkai"))
+    assert src.cartoon_styles == [0, 0, 1, 1, 1] and src.cartoons[0].parent.name == "style"
+    with pytest.raises(UsageError, match=r"style\(s\) paprika .*found: Hayao, Shinkai"):
+        discover(cfg, ("photo", "cartoon", "style"), styles=("hayao", "paprika"))
+    write_pngs(tmp_path / "styles" / "hayao", 1, seed=3)
+    with pytest.raises(UsageError, match="several folders"):
+        discover(cfg, ("photo", "cartoon", "style"), styles=("hayao", "shinkai"))
 
 
 def test_prepared_side_without_counterpart_is_an_error(tiny_data, tmp_path):

@@ -5,8 +5,9 @@ Layouts (found by :func:`discover`):
 - two folders: ``data.photos`` and ``data.cartoons`` (any nesting, any format ``toonlab.io`` reads);
 - AnimeGAN: ``data.cartoons`` = ``<style>/style`` (or ``<style>`` holding ``style/``); a sibling ``smooth/`` with the
   same file names is used as the prepared edge-smoothed set unless ``data.smooth`` says otherwise;
-- multi-style (a model with ``styles``): ``data.cartoons`` holds one sub-folder per style; the sorted sub-folder
-  names are the style ids and must equal ``model.styles``.
+- multi-style (a model with ``styles``): ``data.cartoons`` holds one sub-folder per style, named like the model's
+  ``styles`` up to case (``Hayao/`` serves ``hayao``; an AnimeGAN ``Hayao/style/`` works too); the model's
+  ``styles`` order gives the style ids, other sub-folders are ignored.
 
 Side inputs a model ``requires`` (``smooth``, ``guided``, ``gray`` of the cartoon; ``saliency`` of the photo) come
 from prepared folders (same relative path, any image extension) when configured, else are computed on the fly
@@ -68,6 +69,31 @@ def _match(files: list[Path], root: Path, side_dir: Path, key: str) -> list[Path
     return out
 
 
+def style_folders(root: Path, styles: tuple[str, ...] | list[str]) -> dict[str, Path]:
+    """The sub-folder of ``root`` for each style name, matched case-insensitively (``Hayao/`` serves ``hayao``);
+    UsageError listing the sub-folders found when a style has none, or two folders differ only in case.
+    A folder may hold its images directly or in an AnimeGAN-style ``style/`` sub-folder."""
+    found = sorted(p for p in root.iterdir() if p.is_dir())
+    by_key: dict[str, list[Path]] = {}
+    for p in found:
+        by_key.setdefault(p.name.casefold(), []).append(p)
+    out, missing = {}, []
+    for name in styles:
+        hits = by_key.get(name.casefold(), [])
+        if len(hits) > 1:
+            raise UsageError(f"data.cartoons: style {name!r} matches several folders of {root}: "
+                             f"{', '.join(h.name for h in hits)}")
+        if not hits:
+            missing.append(name)
+            continue
+        out[name] = hits[0] / "style" if (hits[0] / "style").is_dir() else hits[0]
+    if missing:
+        raise UsageError(f"data.cartoons: no sub-folder of {root} for style(s) {', '.join(missing)} of the model "
+                         f"(styles {list(styles)}; found: {', '.join(p.name for p in found) or 'no sub-folders'};"
+                         f" names match case-insensitively)")
+    return out
+
+
 def discover(data, requires: tuple[str, ...], styles: tuple[str, ...] = ()) -> Sources:
     """Find the training files for a DataConfig ``data`` and a model's ``requires`` / ``styles``."""
     if not data.photos or not data.cartoons:
@@ -91,15 +117,12 @@ def discover(data, requires: tuple[str, ...], styles: tuple[str, ...] = ()) -> S
         raise UsageError(f"data.photos: no images found in {photo_root}")
     cartoon_styles = None
     if styles:
-        found = sorted(p.name for p in cartoon_root.iterdir() if p.is_dir())
-        if found != list(styles):
-            raise UsageError(f"data.cartoons: style sub-folders {found} of {cartoon_root} do not match the "
-                             f"model's styles {list(styles)} (sorted order gives the style ids)")
+        folders = style_folders(cartoon_root, styles)
         cartoons, cartoon_styles = [], []
         for sid, name in enumerate(styles):
-            files = _images(cartoon_root / name)
+            files = _images(folders[name])
             if not files:
-                raise UsageError(f"data.cartoons: no images for style {name!r} in {cartoon_root / name}")
+                raise UsageError(f"data.cartoons: no images for style {name!r} in {folders[name]}")
             cartoons += files
             cartoon_styles += [sid] * len(files)
     else:
