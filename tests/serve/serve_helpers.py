@@ -20,14 +20,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(config, models=None):
-    """Start ``create_app(config, models)`` under uvicorn on 127.0.0.1; yields the base URL; stops it after."""
+    """Start ``create_app(config, models)`` under uvicorn on 127.0.0.1 (toonlab.serve.server's settings); yields the
+    base URL; stops it after."""
     import uvicorn
 
     from toonlab.serve.app import create_app
+    from toonlab.serve.server import uvicorn_config
 
-    app = create_app(config, models)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           access_log=False, timeout_graceful_shutdown=2))
+    app = create_app(config, models)  # under the same protocol and limits as `toonlab serve`
+    server = uvicorn.Server(uvicorn_config(app, config, host="127.0.0.1", port=free_port(),
+                                           timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

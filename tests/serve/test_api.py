@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import io
 import json
+import socket
 import struct
 import subprocess
 import sys
@@ -309,7 +310,8 @@ def test_cli_serve_subprocess(tmp_path, photo_small):
     port = free_port()
     log = tmp_path / "access.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "toonlab.cli", "serve", "--port", str(port), "--access-log",
-                             str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(log), "--header-timeout", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -322,6 +324,11 @@ def test_cli_serve_subprocess(tmp_path, photo_small):
                 time.sleep(0.2)
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["models"]
         assert [m["name"] for m in models] == ["classic"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # the read timeouts are wired in
+            s.sendall(b"GET /healthz HTTP/1.1\r\n")
+            t0 = time.monotonic()
+            assert s.recv(100).startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < 8
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", headers={"host": "evil.example"}).status_code == 421
     finally:
         proc.terminate()
         proc.wait(20)
@@ -332,6 +339,8 @@ def test_cli_serve_subprocess(tmp_path, photo_small):
 
     bad = CliRunner().invoke(app, ["serve", "--formats", "png,heic"])
     assert bad.exit_code == 2 and "unknown upload format 'heic'" in bad.output and bad.exception.__class__ is SystemExit
+    bad = CliRunner().invoke(app, ["serve", "--header-timeout", "0"])
+    assert bad.exit_code == 2 and "invalid header_timeout_s=0.0" in bad.output
 
 
 def test_alpha_is_kept_in_png_and_dropped_in_jpeg(server, photo_small):

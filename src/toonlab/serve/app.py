@@ -1,8 +1,10 @@
 """The HTTP API and web page of `toonlab serve`.
 
 Request path of ``POST /v1/cartoonize``, cheapest checks first:
-1. the gate (outermost ASGI layer): request id, API key (401), body size from Content-Length and while streaming
-   (413) — before any byte of the body is parsed;
+0. the connection (toonlab.serve.server): headers and body must arrive within their timeouts and above a minimum
+   rate (408 + close);
+1. the gate (outermost ASGI layer): request id, Host header (421), API key (401), body size from Content-Length and
+   while streaming (413) — before any byte of the body is parsed;
 2. the endpoint: file size (413), format by magic bytes (415), width×height from the header only (413), model /
    style / output format by name (400);
 3. the worker pool: decode, translate, encode in a worker thread; pool full → 503 + Retry-After; no answer within
@@ -30,7 +32,9 @@ import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
@@ -40,6 +44,7 @@ from toonlab.infer.postprocess import PostProcess
 from toonlab.io import ImageReadError, decode_image, encode_image
 from toonlab.serve.config import API_KEY_ENV, OUTPUT_FORMATS, ServeConfig
 from toonlab.serve.models import ServedModel, load_models
+from toonlab.serve.server import TIMEOUT_SCOPE_KEY
 from toonlab.serve.worker import QueueFull, WorkerPool
 
 # multipart framing (boundaries, part headers, the small form fields) on top of the file's own bytes
@@ -71,8 +76,14 @@ def header_size(data: bytes, fmt: str, name: str) -> tuple[int, int]:
     except Image.DecompressionBombError as e:  # beyond Pillow's own hard limit: certainly beyond ours
         raise HTTPException(413, f"{name}: too many pixels ({str(e).splitlines()[0]})") from None
     except Exception as e:  # noqa: BLE001 — any header parse failure is the client's broken file
-        msg = str(e).strip().splitlines()
-        raise HTTPException(400, f"{name}: unreadable {fmt} header ({msg[0] if msg else type(e).__name__})") from None
+        msg = _REPR.sub("", str(e)).strip().splitlines()
+        reason = f"not a valid {fmt} file" if isinstance(e, UnidentifiedImageError) else (
+            msg[0] if msg else type(e).__name__)
+        raise HTTPException(400, f"{name}: unreadable {fmt} header ({reason})") from None
+
+
+# an object's default repr (`<_io.BytesIO object at 0x7f…>`): never sent to a client (heap addresses, noise)
+_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def _safe_stem(filename: str | None) -> str:
@@ -104,10 +115,21 @@ class AccessLog:
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_BODY_TAIL_KEY = "toonlab.body_tail"
+_TAIL_BYTES = 128  # a multipart close delimiter is "--" + boundary (≤ 70 characters, RFC 2046) + "--" + CRLF
+
+
+def _host_name(host: str) -> str:
+    """The name of a Host header without its port, lower-case: ``[::1]:8000`` → ``[::1]``, ``a.b:80`` → ``a.b``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[:host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 class Gate:
-    """Outermost ASGI layer: request id, API key on /v1/*, body-size limit, access log.
+    """Outermost ASGI layer: request id, Host check, API key on /v1/*, body-size limit, access log (499 for a client
+    that left before its answer, 408 for one the connection protocol timed out).
 
     Rejections here happen before the body is read. A body that grows past the limit while streaming (no or a
     false Content-Length) is answered 413 at once; the app behind sees a disconnect and its output is dropped.
@@ -126,7 +148,8 @@ class Gate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         rid = headers.get("x-request-id", "")
         rid = rid if _REQUEST_ID.match(rid) else uuid.uuid4().hex
-        st = {"status": None, "bytes_in": 0, "bytes_out": 0, "rejected": False}
+        st = {"status": None, "bytes_in": 0, "bytes_out": 0, "rejected": False, "gone": False}
+        tail = scope[_BODY_TAIL_KEY] = bytearray()  # the body's last bytes: did a multipart body end properly?
         rid_header = (b"x-request-id", rid.encode())
 
         async def send_logged(message):
@@ -152,8 +175,12 @@ class Gate:
             if st["rejected"]:
                 return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.disconnect" and st["status"] is None:
+                st["gone"] = True  # before any answer: whatever the app answers now, nobody reads it
+            elif message["type"] == "http.request":
                 st["bytes_in"] += len(message.get("body", b""))
+                tail.extend(message.get("body", b"")[-_TAIL_BYTES:])
+                del tail[:-_TAIL_BYTES]
                 if st["bytes_in"] > self.body_limit:
                     await reject(413, f"request body over {self.body_limit} bytes "
                                       f"(the upload limit is {self.config.max_upload_bytes} bytes)")
@@ -163,7 +190,11 @@ class Gate:
         try:
             path = scope.get("path", "")
             length = headers.get("content-length", "")
-            if path.startswith("/v1/") and self.config.api_key and not self._authorized(headers):
+            host = _host_name(headers.get("host", ""))
+            if not self._host_allowed(host):  # DNS rebinding: a foreign name resolving to our address
+                await reject(421, f"host {host!r} is not served here (allowed: {', '.join(self.config.allowed_hosts)}; "
+                                  f"see --allowed-hosts)")
+            elif path.startswith("/v1/") and self.config.api_key and not self._authorized(headers):
                 await reject(401, f"missing or wrong API key (send it as X-API-Key; the server reads it from "
                                   f"${API_KEY_ENV})", [(b"www-authenticate", b"Bearer")])
             elif length.isdigit() and int(length) > self.body_limit:
@@ -173,9 +204,9 @@ class Gate:
                 try:
                     await self.app(scope, receive_counted, send_logged)
                 except ClientDisconnect:
-                    if not st["rejected"]:
-                        st["status"] = st["status"] or 499  # the client went away (nginx's convention)
-                    # else: we cut the body off ourselves after answering 413
+                    st["gone"] = st["gone"] or not st["rejected"]  # else we cut the body off after our 413
+                if st["gone"]:  # the client went away (nginx's 499), or the server timed it out (408)
+                    st["status"] = 408 if TIMEOUT_SCOPE_KEY in scope else 499
         except BaseException:
             st["status"] = st["status"] or 500
             raise
@@ -184,6 +215,12 @@ class Gate:
                             "path": scope.get("path"), "status": st["status"], "bytes_in": st["bytes_in"],
                             "bytes_out": st["bytes_out"], "latency_ms": round((time.perf_counter() - t0) * 1e3, 2),
                             "client": (scope.get("client") or [None])[0]})
+
+    def _host_allowed(self, host: str) -> bool:
+        for allowed in self.config.allowed_hosts:
+            if allowed == "*" or host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
+                return True
+        return False
 
     def _authorized(self, headers: dict) -> bool:
         given = headers.get("x-api-key") or ""
@@ -225,7 +262,7 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
                   docs_url=None if swagger_assets else "/docs",
                   description="Photo → cartoon translation. Endpoints under /v1 need the API key (header "
                               f"`X-API-Key` or `Authorization: Bearer`) when the server has ${API_KEY_ENV} set.")
-    app.state.config, app.state.models, app.state.pool = config, models, pool
+    app.state.config, app.state.models, app.state.pool, app.state.access_log = config, models, pool, log
     index_html = resources.files("toonlab.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     def error(status: int, detail: str, headers: dict | None = None):
@@ -298,8 +335,9 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
         if style in ("", None):
             style = served.styles[0] if served.styles else None
         elif style not in served.styles:
-            valid = ", ".join(served.styles) if served.styles else "none: it has one style"
-            error(400, f"model {model!r} has no style {style!r} (styles: {valid})")
+            if not served.styles:
+                error(400, f"model {model!r} has no style {style!r}: it has a single style (send no style)")
+            error(400, f"model {model!r} has no style {style!r} (styles: {', '.join(served.styles)})")
         fmt_out = format.lower().replace("jpg", "jpeg")
         if fmt_out not in OUTPUT_FORMATS:
             error(400, f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {format!r}")
@@ -324,9 +362,34 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        detail = _REPR.sub("", exc.detail) if isinstance(exc.detail, str) else exc.detail
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_fields(request: Request, exc: RequestValidationError):
+        """FastAPI's list of errors → one line; a multipart body in which no part could be found, or that stops
+        before its closing delimiter, is malformed (400), not a request with missing fields (422)."""
+        content_type = request.headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            boundary = re.search(r"boundary=\"?([^\";]+)", content_type)
+            closed = boundary and f"--{boundary.group(1)}--".encode() in request.scope.get(_BODY_TAIL_KEY, b"")
+            if not closed or (isinstance(exc.body, FormData) and not len(exc.body)):
+                return JSONResponse({"detail": "malformed multipart body: no form part found or no closing "
+                                               "--boundary-- (a cut or mis-framed upload)"}, status_code=400)
+        return JSONResponse({"detail": _one_line_errors(exc.errors())}, status_code=422)
 
     return _wrap(app, config, log)
+
+
+def _one_line_errors(errors) -> str:
+    """``[{"loc": ("body", "strength"), "msg": "Input should be …", "input": "2"}, …]`` → ``strength: Input should
+    be … (got '2'); …``."""
+    parts = []
+    for err in errors:
+        field = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header"))
+        got = f" (got {err['input']!r})" if isinstance(err.get("input"), (str, int, float)) else ""
+        parts.append(f"{field or 'request'}: {err.get('msg', 'invalid')}{got}"[:200])
+    return "; ".join(parts) or "invalid request"
 
 
 def _swagger_assets() -> str | None:

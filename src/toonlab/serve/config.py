@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -11,6 +12,18 @@ from toonlab.errors import UsageError
 KNOWN_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 API_KEY_ENV = "TOONLAB_API_KEY"
+# bind addresses that only this machine reaches, and the Host names a browser sends for them
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address (or name) reaches this machine only."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -31,6 +44,15 @@ class ServeConfig:
     api_key: str | None = None              # required (X-API-Key / Bearer) on /v1/* when set
     access_log: str | None = "-"            # JSON-lines access log: "-" = stderr, a path, or None = off
     torch_threads: int = 0                  # intra-op threads per translation (0 = torch's default)
+    max_connections: int = 64               # open connections before uvicorn answers 503 (limit_concurrency)
+    # slow clients (toonlab.serve.server): 408 + close. Our choice, in the range of Apache mod_reqtimeout's
+    # defaults (header 20-40 s, body 20 s, MinRate 500 B/s) and nginx's 60 s; 0 = no minimum rate
+    header_timeout_s: float = 10.0          # request line + headers complete within this
+    body_timeout_s: float = 20.0            # longest gap between body bytes, and the grace before the rate counts
+    min_upload_rate: float = 1024.0         # bytes/s on average over the body after the grace
+    keep_alive_s: int = 5                   # an idle kept-alive connection is closed after this (uvicorn's)
+    # Host header names accepted (DNS rebinding); None = loopback names when bound to loopback, else any
+    allowed_hosts: tuple[str, ...] | None = None
 
     def __post_init__(self):
         aliases = {"jpg": "jpeg", "tif": "tiff"}
@@ -38,10 +60,16 @@ class ServeConfig:
         bad = [f for f in self.allowed_formats if f not in KNOWN_FORMATS]
         if bad:
             raise UsageError(f"serve: unknown upload format {bad[0]!r} (known: {', '.join(KNOWN_FORMATS)})")
+        if self.allowed_hosts is None:
+            self.allowed_hosts = (*LOOPBACK_NAMES, self.host) if is_loopback(self.host) else ("*",)
+        self.allowed_hosts = tuple(dict.fromkeys(h.strip().lower() for h in self.allowed_hosts if h.strip()))
         checks = {"port": 0 <= self.port < 65536, "max_upload_bytes": self.max_upload_bytes > 0,
                   "max_pixels": self.max_pixels > 0, "allowed_formats": bool(self.allowed_formats),
                   "workers": self.workers >= 1, "queue_size": self.queue_size >= 0, "timeout_s": self.timeout_s > 0,
-                  "retry_after_s": self.retry_after_s >= 0, "torch_threads": self.torch_threads >= 0}
+                  "retry_after_s": self.retry_after_s >= 0, "torch_threads": self.torch_threads >= 0,
+                  "max_connections": self.max_connections >= 1, "header_timeout_s": self.header_timeout_s > 0,
+                  "body_timeout_s": self.body_timeout_s > 0, "min_upload_rate": self.min_upload_rate >= 0,
+                  "keep_alive_s": self.keep_alive_s >= 1, "allowed_hosts": bool(self.allowed_hosts)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise UsageError(f"serve: invalid {bad[0]}={getattr(self, bad[0])!r}")

@@ -1,0 +1,161 @@
+"""Running the app under uvicorn with read timeouts that uvicorn itself lacks (slow clients, "slowloris").
+
+uvicorn closes idle keep-alive connections but never times out a client that is still sending: request headers or a
+body dribbled at one byte per second hold a connection (and a slot of ``--max-connections``) for ever. The
+connection protocol here is uvicorn's h11 protocol plus one timer per connection, in the spirit of Apache's
+mod_reqtimeout (``header=…``, ``body=…,MinRate=…``):
+
+- **headers**: the request line and headers must be complete ``header_timeout_s`` after the connection opens, or
+  after the previous response on a kept-alive connection (uvicorn's own keep-alive timeout still closes silent
+  ones earlier);
+- **body**: no gap between body bytes longer than ``body_timeout_s``, and on average at least ``min_upload_rate``
+  bytes/s after a grace of ``body_timeout_s`` (the deadline is ``start + body_timeout_s + received / rate``).
+  Time during which the server itself stopped reading (flow control: the app has not consumed what it holds) is
+  not counted against the client.
+
+A connection that misses its deadline is closed, after a ``408`` with a one-line JSON ``detail`` when it had
+started a request and no answer has begun; the app sees a disconnect and the access log records 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Callable
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from toonlab.serve.config import ServeConfig
+
+# scope key through which the protocol tells the Gate (toonlab.serve.app) that it ended a request with 408
+TIMEOUT_SCOPE_KEY = "toonlab.read_timeout"
+
+
+def _timeout_response(detail: str) -> bytes:
+    body = json.dumps({"detail": detail}).encode()
+    head = (f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"connection: close\r\n\r\n").encode()
+    return head + body
+
+
+def guarded_protocol(config: ServeConfig, on_header_timeout: Callable[[dict], None] | None = None) -> type:
+    """An H11Protocol subclass enforcing ``config``'s header / body timeouts and minimum upload rate.
+
+    ``on_header_timeout(record)`` is called for connections closed before a request existed (the app never saw
+    them), with ``client`` and ``detail``; body timeouts reach the app as a disconnect marked in its scope.
+    """
+    header_s, body_s, rate = config.header_timeout_s, config.body_timeout_s, config.min_upload_rate
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._guard: asyncio.TimerHandle | None = None
+            self._seen_cycle = None
+            self._phase: str | None = None
+            self._enter("headers")  # an open connection that sends nothing is a slow client too
+
+        def connection_lost(self, exc):
+            self._enter(None)
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._phase is not None:
+                self._received += len(data)
+                self._last = time.monotonic()
+            super().data_received(data)
+            self._sync()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # may start the next (pipelined) request
+            self._sync()
+
+        def _sync(self) -> None:
+            """Move between phases after h11 has consumed what arrived."""
+            if self.transport.is_closing():
+                return self._enter(None)
+            their = self.conn.their_state
+            if self.cycle is not None and self.cycle is not self._seen_cycle:  # a new request's head is complete
+                self._seen_cycle = self.cycle
+                self._enter("body" if their is h11.SEND_BODY else None)
+            elif self._phase == "body" and their is not h11.SEND_BODY:
+                self._enter(None)
+            if self._phase is None and their is h11.IDLE and self.cycle is not None and self.cycle.response_complete:
+                self._enter("headers")  # kept alive: the next request's headers are due from now
+
+        def _enter(self, phase: str | None) -> None:
+            if getattr(self, "_guard", None) is not None:
+                self._guard.cancel()
+                self._guard = None
+            now = time.monotonic()
+            self._phase, self._start, self._last, self._checked, self._received = phase, now, now, now, 0
+            if phase is not None:
+                self._guard = self.loop.call_later(header_s if phase == "headers" else body_s, self._check)
+
+        def _check(self) -> None:
+            self._guard = None
+            now = time.monotonic()
+            if self._phase == "body" and self.flow.read_paused:  # we stopped reading, not the client
+                self._start += now - self._checked
+                self._last = now
+            self._checked = now
+            if self._phase == "headers":
+                deadline = self._start + header_s
+            else:
+                deadline = self._last + body_s
+                if rate > 0:
+                    deadline = min(deadline, self._start + body_s + self._received / rate)
+            if now < deadline:
+                self._guard = self.loop.call_later(deadline - now, self._check)
+            else:
+                self._expire(now)
+
+        def _expire(self, now: float) -> None:
+            elapsed = now - self._start
+            if self._phase == "headers":
+                detail = f"request headers not complete within {header_s:g} s"
+            elif now - self._last >= body_s:
+                detail = f"no request body bytes for {body_s:g} s"
+            else:
+                detail = (f"request body too slow: {self._received} bytes in {elapsed:.1f} s (the minimum is "
+                          f"{rate:g} bytes/s after {body_s:g} s)")
+            cycle = self.cycle if self._phase == "body" else None
+            started = self._received > 0
+            self._enter(None)
+            if cycle is not None:
+                cycle.scope[TIMEOUT_SCOPE_KEY] = detail
+                answer = not cycle.response_started
+                cycle.disconnected = True  # the app's receive() now returns http.disconnect; its sends are dropped
+                cycle.message_event.set()
+            else:  # an idle connection that sent nothing is closed silently, like an expired keep-alive
+                answer = started
+                if answer and on_header_timeout is not None:
+                    on_header_timeout({"client": self.client[0] if self.client else None, "detail": detail})
+            if answer:
+                self.transport.write(_timeout_response(detail))
+            self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def uvicorn_config(app, config: ServeConfig, **overrides) -> uvicorn.Config:
+    """The uvicorn settings of `toonlab serve` for ``app`` (from ``create_app(config)``)."""
+    log = getattr(app.state, "access_log", None)
+
+    def header_timeout(record: dict):
+        if log is not None:
+            log.write({"ts": round(time.time(), 3), "request_id": None, "method": None, "path": None,
+                       "status": 408, "bytes_in": 0, "bytes_out": 0, "latency_ms": None, **record})
+
+    kw = dict(host=config.host, port=config.port, log_level="warning", access_log=False,
+              http=guarded_protocol(config, header_timeout), limit_concurrency=config.max_connections,
+              timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=5)
+    kw.update(overrides)
+    return uvicorn.Config(app, **kw)
+
+
+def serve(app, config: ServeConfig) -> None:
+    """Serve ``app`` until interrupted."""
+    uvicorn.Server(uvicorn_config(app, config)).run()
