@@ -3,8 +3,8 @@
 For each model, built from its default config (plus, for speed only, the tiny overrides below): one
 ``training_step`` of every step of every phase on a tiny batch gives finite scalar losses; with the trainer's
 ``requires_grad`` toggling, gradients reach every parameter of the networks the step trains and nothing else
-(no other network, never VGG); the translator keeps shape and range; a seed makes it deterministic; an export
-checkpoint round-trips to equal outputs.
+(no other network, never the perceptual backbone); the translator keeps shape and range; a seed makes it
+deterministic; an export checkpoint round-trips to equal outputs.
 """
 
 import math
@@ -14,7 +14,7 @@ import torch
 
 from toonlab.checkpoint import load_export, save_export
 from toonlab.models import build_model, model_names
-from toonlab.nn.vgg import _SHARED
+from toonlab.nn.perceptual import _SHARED
 
 SIZE = 32
 BATCH = 2

@@ -26,7 +26,7 @@ from toonlab.nn.blocks import (
     apply_spectral_norm,
     init_normal,
 )
-from toonlab.nn.vgg import shared_vgg
+from toonlab.nn.perceptual import Perceptual, shared_perceptual
 
 
 class AnimeGANv2Generator(nn.Module):
@@ -94,8 +94,7 @@ class AnimeGANConfig:
     lr_g: float = 2e-5
     lr_d: float = 4e-5
     betas: tuple[float, float] = (0.5, 0.999)
-    vgg_weights: str = "imagenet"
-    vgg_variant: Literal["torchvision", "caffe"] = "torchvision"  # AnimeGANv2 used the Caffe VGG19
+    perceptual: Perceptual = "auto"  # content / Gram backbone (toonlab.nn.perceptual); AnimeGANv2: vgg19_caffe
 
 
 def _gray3(x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +126,7 @@ class AnimeGAN(Model):
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, G, D = self.cfg, self.networks["G"], self.networks["D"]
         photo = batch["photo"]
-        vgg = shared_vgg(c.vgg_weights, c.vgg_variant, photo.device)
+        vgg = shared_perceptual(c.perceptual, photo.device)
         if step == "init":
             with torch.no_grad():
                 target = vgg(photo)

@@ -4,8 +4,8 @@ A system is one file in ``toonlab/models/`` holding a ``Model`` subclass decorat
 The model says *what* to compute; the trainer (``toonlab.train``) says *how* to optimise:
 
 - ``Config``: a dataclass of the paper's hyper-parameters (loss weights, architecture options, phase recipe).
-- ``networks``: ``nn.ModuleDict`` of every trainable network (``G``, ``D_img``, …). Frozen helpers (VGG) are
-  kept outside it.
+- ``networks``: ``nn.ModuleDict`` of every trainable network (``G``, ``D_img``, …). Frozen helpers (the perceptual
+  backbone) are kept outside it.
 - ``phases()``: the training recipe, e.g. ``init`` (content-only pre-training of G) then ``adv`` (alternating
   ``D`` and ``G`` steps). Each ``Step`` names the networks its optimiser updates and its learning rate.
 - ``training_step(step, batch)``: losses for one step (``step`` is a ``Step.name``); the trainer back-propagates
@@ -105,17 +105,34 @@ def init_then_adversarial(cfg: Any, d_nets: tuple[str, ...] = ("D",)) -> tuple[P
     )
 
 
-def vgg_content_loss(cfg: Any, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
-    """Content loss L_con = E‖VGG(G(p)) − VGG(p)‖₁ on conv4_4 (pre-ReLU) features; ``fake``, ``photo`` (B,3,H,W)
-    in [-1, 1]. The frozen VGG19 (``cfg.vgg_weights``, ``cfg.vgg_variant``) is built on first use, outside
-    ``networks``; the target features carry no graph."""
-    from toonlab import losses
-    from toonlab.nn.vgg import shared_vgg
+def perceptual_net(cfg: Any, device: torch.device | str) -> nn.Module:
+    """The frozen backbone ``cfg.perceptual`` names (``toonlab.nn.perceptual``), shared, built on first use,
+    outside ``networks``: ``(B,3,H,W)`` in [-1, 1] → ``(B,C,H/8,W/8)``. Content, Gram and mean-std losses use it."""
+    from toonlab.nn.perceptual import shared_perceptual
 
-    vgg = shared_vgg(cfg.vgg_weights, cfg.vgg_variant, photo.device)
+    return shared_perceptual(cfg.perceptual, device)
+
+
+def perceptual_content_loss(cfg: Any, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Content loss L_con = E‖F(G(p)) − F(p)‖₁ on the perceptual features F (the papers': VGG19 conv4_4 pre-ReLU);
+    ``fake``, ``photo`` (B,3,H,W) in [-1, 1]; the target features carry no graph."""
+    from toonlab import losses
+
+    net = perceptual_net(cfg, photo.device)
     with torch.no_grad():
-        target = vgg(photo)
-    return losses.content_loss(vgg(fake), target)
+        target = net(photo)
+    return losses.content_loss(net(fake), target)
+
+
+def _legacy_perceptual(fields: Mapping) -> dict:
+    """Configs written before ``perceptual`` existed (``vgg_weights`` / ``vgg_variant``) → the equivalent backbone
+    name, so old exports still load."""
+    fields = dict(fields)
+    weights, variant = fields.pop("vgg_weights", None), fields.pop("vgg_variant", None)
+    if (weights is not None or variant is not None) and "perceptual" not in fields:
+        fields["perceptual"] = ("random" if weights == "random"
+                                else "vgg19_caffe" if variant == "caffe" else "vgg19")
+    return fields
 
 
 _REGISTRY: dict[str, type[Model]] = {}
@@ -154,7 +171,7 @@ def build_model(name: str, cfg: Mapping | Any | None = None) -> Model:
     if cfg is None:
         cfg = cls.Config()
     elif isinstance(cfg, Mapping):
-        cfg = from_dict(cls.Config, cfg, name)
+        cfg = from_dict(cls.Config, _legacy_perceptual(cfg), name)
     return cls(cfg)
 
 

@@ -20,10 +20,11 @@ from toonlab.models.base import (
     Model,
     Phase,
     init_then_adversarial,
+    perceptual_content_loss,
     register,
-    vgg_content_loss,
 )
 from toonlab.nn.blocks import ConvNormAct, NormName, init_normal
+from toonlab.nn.perceptual import Perceptual
 
 
 class ScaleShiftInstanceNorm(nn.Module):
@@ -127,8 +128,7 @@ class CartoonGANConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
-    vgg_weights: str = "imagenet"          # "imagenet" | a path | "random"
-    vgg_variant: Literal["torchvision", "caffe"] = "torchvision"
+    perceptual: Perceptual = "auto"  # content-loss backbone (toonlab.nn.perceptual; papers: vgg19)
 
 
 @register("cartoongan")
@@ -157,7 +157,7 @@ class CartoonGAN(Model):
         c, G, D = self.cfg, self.networks["G"], self.networks["D"]
         photo = batch["photo"]
         if step == "init":
-            con = vgg_content_loss(self.cfg, G(photo), photo)
+            con = perceptual_content_loss(self.cfg, G(photo), photo)
             return {"loss": con, "content": con}
         if step == "D":
             # L_adv(D) = log D(c) + log(1 − D(G(p))) + log(1 − D(e)), as losses to minimise
@@ -174,6 +174,6 @@ class CartoonGAN(Model):
         if step == "G":
             fake = G(photo)
             adv = losses.g_loss(D(fake), c.adv_loss)
-            con = vgg_content_loss(self.cfg, fake, photo)
+            con = perceptual_content_loss(self.cfg, fake, photo)
             return {"loss": adv + c.omega * con, "g_adv": adv, "content": con}
         raise ValueError(f"cartoongan has no step {step!r} (init, D, G)")

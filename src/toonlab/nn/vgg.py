@@ -4,10 +4,12 @@ The layers are exactly ``torchvision.models.vgg19().features[:26]`` (keys ``feat
 ``features.25.bias``), so the standard ImageNet file ``vgg19-dcbb9e9d.pth`` loads unchanged (its keys beyond
 index 25 and its classifier are ignored). torchvision itself is never imported (it does not work here).
 
-Weights: ``"imagenet"`` looks for ``vgg19-dcbb9e9d.pth`` in ``$TORCH_HOME/hub/checkpoints/`` (TORCH_HOME defaults
-to ``~/.cache/torch``) and downloads it there when online; a path loads that file; ``"random"`` is a seeded
-initialisation for offline experiments (with a warning: content losses on random features are not the paper's).
-Files are always read with ``torch.load(weights_only=True)`` (never unpickles arbitrary objects).
+Weights: ``"imagenet"`` looks for the variant's file in ``$TORCH_HOME/hub/checkpoints/`` (TORCH_HOME defaults
+to ``~/.cache/torch``) and downloads it there when online — torchvision's ``vgg19-dcbb9e9d.pth``, or for the Caffe
+variant ``vgg19-d01eb7cb.pth`` (the Caffe VGG19 converted to torchvision's layout by J. Johnson, pytorch-vgg); a path
+loads that file; ``"random"`` is a seeded initialisation for offline experiments (with a warning: content losses on
+random features are not the paper's). Files are always read with ``torch.load(weights_only=True)`` (never unpickles
+arbitrary objects). Models reach this network through ``toonlab.nn.perceptual``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from toonlab.errors import MissingWeightsError, ToonlabError
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
+VGG19_CAFFE_FILE = "vgg19-d01eb7cb.pth"
+VGG19_CAFFE_URL = f"https://web.eecs.umich.edu/~justincj/models/{VGG19_CAFFE_FILE}"
 # torchvision's VGG19 ("E") configuration up to conv4_4; "M" = 2×2 max-pool. Index 25 is conv4_4.
 _LAYERS_TO_CONV4_4 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512)
 LAST_INDEX = 25
@@ -62,19 +66,24 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _imagenet_state(download: bool) -> tuple[dict[str, torch.Tensor], Path]:
-    folder = hub_checkpoint_dir()
-    path = folder / VGG19_FILE
+def imagenet_file(variant: Variant = "torchvision") -> tuple[Path, str]:
+    """(where the variant's ImageNet file is looked for, its download URL)."""
+    name, url = (VGG19_FILE, VGG19_URL) if variant == "torchvision" else (VGG19_CAFFE_FILE, VGG19_CAFFE_URL)
+    return hub_checkpoint_dir() / name, url
+
+
+def _imagenet_state(variant: Variant, download: bool) -> tuple[dict[str, torch.Tensor], Path]:
+    path, url = imagenet_file(variant)
     if path.is_file():
         return _read_state(path), path
-    hint = f"put {VGG19_FILE} (from {VGG19_URL}) into {folder}, or pass a weights path"
+    hint = f"put {path.name} (from {url}) into {path.parent}"
     if not download:
-        raise MissingWeightsError(f"VGG19 weights {VGG19_FILE} not found in {folder}; {hint}")
+        raise MissingWeightsError(f"VGG19 weights {path.name} not found in {path.parent}; {hint}")
     try:
-        state = torch.hub.load_state_dict_from_url(VGG19_URL, model_dir=str(folder), map_location="cpu",
+        state = torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu",
                                                    progress=False, weights_only=True)
     except Exception as e:  # offline: URLError / socket errors; keep one line
-        raise MissingWeightsError(f"VGG19 weights {VGG19_FILE} not found in {folder} and the download failed "
+        raise MissingWeightsError(f"VGG19 weights {path.name} not found in {path.parent} and the download failed "
                                   f"({type(e).__name__}); {hint}") from None
     return state, path
 
@@ -84,14 +93,17 @@ class VGG19Features(nn.Module):
 
     ``variant="torchvision"``: RGB in [0, 1] normalised by ImageNet mean/std (for ``vgg19-dcbb9e9d.pth``).
     ``variant="caffe"``: BGR in [0, 255] minus the Caffe pixel means, no std (for Caffe-converted VGG19 weights,
-    the CTSS / AnimeGAN authors' choice). ``download=False`` never touches the network.
+    the CTSS / AnimeGAN authors' choice). ``download=False`` never touches the network. ``scale`` multiplies the
+    output (1 for real weights: the papers' λ assume their magnitude; see ``toonlab.nn.perceptual``).
     """
 
-    def __init__(self, weights: str = "imagenet", variant: Variant = "torchvision", download: bool = True):
+    def __init__(self, weights: str = "imagenet", variant: Variant = "torchvision", download: bool = True,
+                 scale: float = 1.0):
         super().__init__()
         if variant not in ("torchvision", "caffe"):
             raise ToonlabError(f"unknown VGG19 variant {variant!r} (torchvision | caffe)")
         self.variant = variant
+        self.scale_out = float(scale)
         # built lazily inside a training step: its throw-away default init must not draw from the global RNG,
         # or a resumed run's random stream would shift (exact resume, toonlab.train)
         with torch.random.fork_rng(devices=[]):
@@ -119,7 +131,7 @@ class VGG19Features(nn.Module):
                     m.bias.data.zero_()
             return
         if weights == "imagenet":
-            state, source = _imagenet_state(download)
+            state, source = _imagenet_state(self.variant, download)
         else:
             source = Path(os.path.expanduser(weights))
             if not source.is_file():
@@ -154,19 +166,5 @@ class VGG19Features(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"VGG19Features expects (B,3,H,W), got {tuple(x.shape)}")
-        return self.features(self.normalize(x))
-
-
-_SHARED: dict[tuple, VGG19Features] = {}
-
-
-def shared_vgg(weights: str = "imagenet", variant: Variant = "torchvision",
-               device: torch.device | str = "cpu") -> VGG19Features:
-    """One frozen VGG19 per (weights, variant, device), built on first use and shared by every model.
-
-    Models call this lazily from ``training_step`` and keep the result out of ``self.networks`` so it is never
-    trained, saved or DDP-wrapped. Sharing is safe because the network is frozen (no grads, eval mode)."""
-    key = (weights, variant, str(device), os.environ.get("TORCH_HOME"))
-    if key not in _SHARED:
-        _SHARED[key] = VGG19Features(weights, variant).to(device)
-    return _SHARED[key]
+        out = self.features(self.normalize(x))
+        return out * self.scale_out if self.scale_out != 1.0 else out

@@ -108,6 +108,11 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
 
+        if "perceptual" in cfg.model:  # resolved once, here: config.yaml and every checkpoint record the backbone,
+            #                            and a resumed run keeps it (or stops in one line if it is missing)
+            from toonlab.nn.perceptual import resolve_perceptual
+
+            cfg.model["perceptual"] = resolve_perceptual(cfg.model["perceptual"])
         _seed_all(t.seed)
         self.model: Model = build_model(cfg.model_name, cfg.model_fields())
         if self.dist.rank:  # same initial weights on every rank (DDP also broadcasts), own randomness after
