@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from toonlab.errors import MissingWeightsError
-from toonlab.nn.inception import (FID_WEIGHTS_FILE, FID_WEIGHTS_URL, FIDInceptionV3, InceptionE,
+from toonlab.nn.inception import (FID_CONVERTED_FILE, FID_WEIGHTS_FILE, FID_WEIGHTS_URL, FIDInceptionV3, InceptionE,
                                   load_fid_inception)
 
 # Key names of pytorch-fid's fid_inception_v3() (torchvision Inception3, aux_logits=False, 1008 classes, with
@@ -100,7 +100,23 @@ def test_missing_weights_error_names_file_url_and_folder(tmp_path, monkeypatch):
         load_fid_inception(download=False)
     msg = str(e.value)
     assert FID_WEIGHTS_FILE in msg and FID_WEIGHTS_URL in msg and str(tmp_path / "hub" / "checkpoints") in msg
-    assert "\n" not in msg
+    assert "toonlab weights fetch fid-inception" in msg and "\n" not in msg
+
+
+def test_converted_file_without_classifier_loads_from_torch_home(tmp_path, monkeypatch, fid_torch_home):
+    # `toonlab weights fetch fid-inception` offline writes FID_CONVERTED_FILE: every conv/BN tensor, no fc
+    state = {k: v for k, v in _written(fid_torch_home).items() if not k.startswith("fc.")}
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(state, folder / FID_CONVERTED_FILE)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    net, fp = load_fid_inception()
+    assert net.weights_label == f"{FID_CONVERTED_FILE} sha256:{fp}"
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    del state["Mixed_5b.branch1x1.bn.running_var"]  # only fc may be absent
+    torch.save(state, folder / FID_CONVERTED_FILE)
+    with pytest.raises(MissingWeightsError, match="Mixed_5b.branch1x1.bn.running_var"):
+        load_fid_inception()
 
 
 def test_renamed_or_foreign_state_dict_is_rejected(tmp_path, fid_torch_home):

@@ -134,6 +134,7 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
             res.notes.append(f"{', '.join(paired)} skipped: no output has a same-named true image in {truth_dir}")
     if evaluator is not None:
         from toonlab.eval.fid import SmallSampleWarning, kernel_inception_distance, weighted_fid
+        from toonlab.eval.report import fid_weights_note
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SmallSampleWarning)
@@ -146,4 +147,5 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
                 res.scores["kid"], res.scores["kid_std"] = kernel_inception_distance(
                     so.features, sr.features, subsets=kid_subsets, subset_size=kid_subset_size)
         res.notes += sorted({str(w.message) for w in caught if issubclass(w.category, SmallSampleWarning)})
+        res.notes.append(fid_weights_note(evaluator.weights_label))
     return res

@@ -43,7 +43,8 @@ import numpy as np
 
 from toonlab.config import from_dict, load_yaml
 from toonlab.errors import ConfigError, MissingWeightsError, ToonlabError
-from toonlab.eval.report import METRIC_FORMATS, ResultTable, image_grid, render_html, render_markdown, write_text
+from toonlab.eval.report import (METRIC_FORMATS, ResultTable, fid_weights_note, image_grid, render_html,
+                                 render_markdown, write_text)
 
 FEATURE_METRICS = ("fid", "kid", "weighted_fid")
 PAIRED = ("psnr", "ssim", "edge_f1")
@@ -256,6 +257,8 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
 
     if fid_error:
         notes.append(f"FID/KID not computed: {fid_error}")
+    elif evaluator is not None and any(d.fid_reference for d in datasets):  # the weights behind the FID cells
+        notes.append(fid_weights_note(evaluator.weights_label))
     n_test = {d.name: _count(d.test_inputs) for d in datasets}
     if any(m in FEATURE_METRICS for m in metrics) and fid_error is None and min(n_test.values()) < 2048:
         notes.append(f"test sets of {', '.join(f'{k}: {v}' for k, v in n_test.items())} images: FID is unstable "

