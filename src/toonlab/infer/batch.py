@@ -34,7 +34,11 @@ class BatchSummary:
         return not self.failed
 
     def line(self) -> str:
-        return f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+        """The summary line; skips say why (outputs from an earlier run, perhaps with other options) and the fix."""
+        counts = f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed"
+        if not self.skipped:
+            return counts
+        return f"{counts} ({len(self.skipped)} skipped: the output exists already; --overwrite replaces it)"
 
 
 def output_path(rel: Path, out_dir: Path, suffix: str | None, ext: str | None) -> Path:
