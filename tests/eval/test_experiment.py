@@ -50,7 +50,7 @@ def test_synthtoon_experiment_end_to_end(tmp_path, monkeypatch):
     pipeline) on a generated SynthToon; FID skipped (no weights offline) with a note, paired scores present."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))
     monkeypatch.setenv("TOONLAB_OFFLINE", "1")
-    export = save_export(build_model("ctss", {"vgg_weights": "random"}), tmp_path / "ctss.safetensors")
+    export = save_export(build_model("ctss", {"perceptual": "random"}), tmp_path / "ctss.safetensors")
     spec = {
         "title": "SynthToon smoke", "out": str(tmp_path / "exp"), "grid_images": 3,
         "metrics": ["fid", "kid", "psnr", "ssim", "edge_f1"],

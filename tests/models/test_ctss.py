@@ -117,7 +117,7 @@ def test_stride_policies():
 
 
 def test_stride_drawn_once_per_iteration_and_shared_by_d_and_g(monkeypatch):
-    m = build_model("ctss", {"patch_size": 16, "stride_range": [4, 12], "vgg_weights": "random"})
+    m = build_model("ctss", {"patch_size": 16, "stride_range": [4, 12], "perceptual": "random"})
     seen: list[tuple[str, int]] = []
     real = m.sample_patches
 

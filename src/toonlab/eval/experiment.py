@@ -24,9 +24,22 @@ An experiment file (``configs/experiments/NAME.yaml``)::
       - {name: CTSS, config: ../ctss.yaml, overrides: [model.K=32]}
       - {name: CTSS (published run), run: runs/ctss}   # reuse a run dir / export: never trained here
 
+More per-dataset keys: ``direction`` (``photo2cartoon`` default: the test inputs are photos; ``cartoon2photo``:
+cartoons, for Toon2real's tables) — a row whose translator goes the other way is refused in one line before anything
+trains; ``style`` (multi-style tables): ``train_cartoons`` is then a root with one sub-folder per style (names
+matched case-insensitively); a multi-style row trains ONE model on the whole root and translates this column with
+this style, a single-style row trains on the style's sub-folder. Per-row ``note:`` is printed under the table
+(labels, protocol differences). ``saturation`` is the post-processing of EVERY row (1.0 = none; CTSS's tables
+use 1.4, "+40 % for all related methods … for fair comparison", Fig. 7): rows never follow their own configs'
+post-processing, so they are compared on equal terms. ``study: {datasets: [...]}`` prepares a rating study
+(``toonlab study serve``) over the rows' outputs and, once ratings exist, folds ``toonlab study report`` into
+the table as a "Subjective" column (seed 000 Table 1). Rows trained with ``train.eval_every`` (the eval hook,
+``toonlab.train.eval_hook``) get metric-vs-epoch curves (``curve-METRIC-DATASET.png``, Toon2real Figs 3–4).
+
 Relative paths inside the file are relative to the current directory, except ``config:`` (relative to the file,
-like ``base:``). A trained row's run dir is ``OUT/runs/ROW/DATASET``; it is reused (not retrained) when it already
-holds ``checkpoints/latest.safetensors``.
+like ``base:``). A trained row's run dir is ``OUT/runs/ROW/DATASET`` (for a model trained once for several
+datasets, e.g. a multi-style row, the first such dataset); it is reused (not retrained) when it already holds
+``checkpoints/latest.safetensors``.
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -48,6 +61,7 @@ from toonlab.eval.report import (METRIC_FORMATS, ResultTable, fid_weights_note, 
 
 FEATURE_METRICS = ("fid", "kid", "weighted_fid")
 PAIRED = ("psnr", "ssim", "edge_f1")
+Direction = Literal["photo2cartoon", "cartoon2photo"]
 
 
 @dataclass
@@ -68,6 +82,8 @@ class DatasetSpec:
     fid_reference: str | None = None
     truth: str | None = None
     input_weight: float | None = None  # weight of FID(outputs, inputs) in the weighted FID (Toon2real: 0.2)
+    direction: Direction = "photo2cartoon"  # what the test inputs are: photos (→ cartoons) or cartoons (→ photos)
+    style: str | None = None  # this column's style; train_cartoons is then a root with one sub-folder per style
 
 
 @dataclass
@@ -77,6 +93,13 @@ class RowSpec:
     config: str | None = None
     overrides: list[str] = field(default_factory=list)
     run: str | None = None  # an existing run dir or export file: reused, never trained
+    note: str | None = None  # shown under the table: label, differences from the paper's protocol
+
+
+@dataclass
+class StudySpec:
+    datasets: list[str] = field(default_factory=list)  # datasets rated (empty = all)
+    db_dir: str | None = None  # where the SQLite files live; null = OUT/study
 
 
 @dataclass
@@ -93,6 +116,8 @@ class ExperimentSpec:
     device: str = "cpu"
     fid_weights: str | None = None  # path of the Inception file; null = $TORCH_HOME/hub/checkpoints
     fid_batch_size: int = 16
+    saturation: float = 1.0  # post-processing of every row's outputs (CTSS Fig. 7: 1.4); 1.0 = none
+    study: StudySpec | None = None
 
 
 def load_experiment(path: str | Path) -> tuple[ExperimentSpec, Path]:
@@ -113,6 +138,12 @@ def load_experiment(path: str | Path) -> tuple[ExperimentSpec, Path]:
     for d in spec.datasets:
         if d.synth is None and (d.test_inputs is None):
             raise ConfigError(f"{path}: dataset {d.name!r} needs synth: or test_inputs:")
+    if not math.isfinite(spec.saturation) or spec.saturation < 0:
+        raise ConfigError(f"{path}: saturation must be a factor >= 0 (1.0 = no post-processing)")
+    if spec.study is not None:
+        unknown = [n for n in spec.study.datasets if n not in {d.name for d in spec.datasets}]
+        if unknown:
+            raise ConfigError(f"{path}: study.datasets names unknown dataset(s) {', '.join(unknown)}")
     return spec, path.parent
 
 
@@ -132,9 +163,88 @@ def _resolve_dataset(d: DatasetSpec, log: Callable[[str], None]) -> DatasetSpec:
 
         log(f"generating SynthToon in {root} (n={d.synth.n}, size={d.synth.size})")
         make_synthtoon(root, d.synth.n, d.synth.size, d.synth.seed)
+    inputs, targets = ("photos", "cartoons") if d.direction == "photo2cartoon" else ("cartoons", "photos")
     return DatasetSpec(name=d.name, train_photos=str(root / "train/photos"), train_cartoons=str(root / "train/cartoons"),
-                       test_inputs=str(root / "test/photos"), fid_reference=str(root / "test/cartoons"),
-                       truth=str(root / "test/cartoons"), input_weight=d.input_weight)
+                       test_inputs=str(root / "test" / inputs), fid_reference=str(root / "test" / targets),
+                       truth=str(root / "test" / targets), input_weight=d.input_weight, direction=d.direction,
+                       style=d.style)
+
+
+@dataclass
+class RowPlan:
+    """What a row is, found before anything trains: translation direction, styles (multi-style models), and the
+    resolved run config of a trained row."""
+
+    direction: str = "photo2cartoon"
+    styles: tuple[str, ...] = ()
+    cfg: Any = None
+
+
+def _plan_row(row: RowSpec, spec: ExperimentSpec, base_dir: Path) -> RowPlan:
+    if row.classic:
+        return RowPlan()
+    if row.run is not None:  # known once its export is loaded (checked in translate_folder)
+        return RowPlan(direction="")
+    from toonlab.models import build_model
+    from toonlab.train.config import load_run_config
+
+    cfg = load_run_config(base_dir / row.config, [*spec.train_overrides, *row.overrides])
+    model = build_model(cfg.model_name, cfg.model_fields())
+    return RowPlan(model.direction, tuple(model.styles), cfg)
+
+
+def _match_style(style: str, styles: tuple[str, ...]) -> str | None:
+    return next((s for s in styles if s.casefold() == style.casefold()), None)
+
+
+def _check_row(row: RowSpec, plan: RowPlan, d: DatasetSpec) -> None:
+    """One-line ConfigError for a row that cannot produce this dataset's column."""
+    if plan.direction and plan.direction != d.direction:
+        raise ConfigError(f"row {row.name!r} translates {plan.direction} but dataset {d.name!r} has "
+                          f"{d.direction} test inputs ({d.test_inputs}): set the row's direction (e.g. "
+                          f"model.translate={d.direction}) or the dataset's direction:")
+    if plan.styles:
+        if d.style is None:
+            raise ConfigError(f"row {row.name!r} is a multi-style model ({', '.join(plan.styles)}): dataset "
+                              f"{d.name!r} needs style: and train_cartoons: a root with one folder per style")
+        if _match_style(d.style, plan.styles) is None:
+            raise ConfigError(f"dataset {d.name!r}: style {d.style!r} is not one of row {row.name!r}'s styles "
+                              f"({', '.join(plan.styles)})")
+
+
+def _train_cartoons(plan: RowPlan, d: DatasetSpec) -> str | None:
+    """The cartoons a row trains on for dataset ``d``: the style root for a multi-style model, the column's
+    style folder for a single-style model on a styled dataset, else ``train_cartoons``."""
+    if d.style is None or plan.styles or not d.train_cartoons:
+        return d.train_cartoons
+    from toonlab.data.datasets import style_folders
+
+    root = Path(d.train_cartoons)
+    if not root.is_dir():
+        raise ConfigError(f"dataset {d.name!r}: train_cartoons {root} is not a folder")
+    return str(style_folders(root, [d.style])[d.style])
+
+
+def _patch_note(row: RowSpec, cfg) -> str | None:
+    """CTSS rows: the number M of candidate patches per mini-batch at the run's size and stride range, and a
+    warning when K >= M (the sampler then keeps every patch, i.e. the "W/O CTSS" row)."""
+    if cfg is None or cfg.model_name != "ctss":
+        return None
+    from toonlab.models.ctss import candidate_patches
+
+    m = cfg.model
+    if m["sampler"] != "ctss":
+        return None
+    size = cfg.data.size or 256
+    lo, hi = (m["stride_range"] if m["stride_policy"] == "random" else sorted(m["stride_fixed"]))
+    m_lo = candidate_patches(cfg.data.batch_size, size, m["patch_size"], hi)
+    m_hi = candidate_patches(cfg.data.batch_size, size, m["patch_size"], lo)
+    if m["K"] < m_lo:
+        return None
+    span = f"{m_lo}" if m_lo == m_hi else f"{m_lo}–{m_hi}"
+    return (f"{row.name}: K = {m['K']} ≥ M = {span} patches per mini-batch (batch {cfg.data.batch_size}, "
+            f"{size}², l = {m['patch_size']}, s ∈ [{lo}, {hi}]): the CTSS sampler keeps every patch"
+            f"{'' if m['K'] >= m_hi else ' at the larger strides'}, i.e. this row is (nearly) the W/O CTSS row")
 
 
 def _final_export(run_dir: Path) -> Path | None:
@@ -143,17 +253,18 @@ def _final_export(run_dir: Path) -> Path | None:
 
 
 def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Path, run_dir: Path,
-               log: Callable[[str], None]) -> Path:
-    """Train one (row, dataset) run with the TRAIN engineer's trainer, or reuse its final export."""
+               log: Callable[[str], None], cartoons: str | None = None) -> Path:
+    """Train one (row, dataset) run with the trainer, or reuse its final export."""
     done = _final_export(run_dir)
     if done is not None:
         log(f"reusing {done}")
         return done
-    if not d.train_photos or not d.train_cartoons:
+    cartoons = cartoons or d.train_cartoons
+    if not d.train_photos or not cartoons:
         raise ConfigError(f"dataset {d.name!r} has no train_photos/train_cartoons to train row {row.name!r}")
     from toonlab.train.trainer import train
 
-    overrides = [f"data.photos={d.train_photos}", f"data.cartoons={d.train_cartoons}", f"train.run_dir={run_dir}",
+    overrides = [f"data.photos={d.train_photos}", f"data.cartoons={cartoons}", f"train.run_dir={run_dir}",
                  *spec.train_overrides, *row.overrides]
     log(f"training {row.name} on {d.name} → {run_dir}")
     result = train(base_dir / row.config, overrides)
@@ -163,20 +274,34 @@ def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Pat
     return export
 
 
-def translate_folder(model_ref: str, inputs: Path, out_dir: Path, device: str) -> list[tuple[str, str]]:
-    """Translate every image of ``inputs`` into ``out_dir`` (same relative names, PNG); returns failures."""
+def translate_folder(model_ref: str, inputs: Path, out_dir: Path, device: str, *, style: str | None = None,
+                     saturation: float = 1.0, direction: str | None = None) -> list[tuple[str, str]]:
+    """Translate every image of ``inputs`` into ``out_dir`` (same relative names, PNG); returns failures.
+
+    ``style``: a multi-style model's style (matched case-insensitively). ``saturation``: the post-processing of
+    every row (1.0 = none), replacing the model's own (CTSS's +40 %) so that rows are compared alike.
+    ``direction``: the direction ``inputs`` need; a translator going the other way is a ConfigError."""
     import torch
 
     from toonlab.infer.translator import Translator
     from toonlab.io import list_images, read_image, write_image
 
-    translator = Translator.load(model_ref, device=device)
+    translator = Translator.load(model_ref, device=device, saturation=saturation, contrast=1.0, brightness=1.0,
+                                 keep_colors=False, match_luminance=False, strength=1.0)
+    if direction is not None and translator.direction != direction:
+        raise ConfigError(f"{model_ref}: translates {translator.direction}, but {inputs} needs {direction}")
+    style_id = None
+    if style is not None and translator.styles:
+        match = _match_style(style, translator.styles)
+        if match is None:
+            raise ConfigError(f"{model_ref}: no style {style!r} (styles: {', '.join(translator.styles)})")
+        style_id = translator.styles.index(match)
     failed = []
     for f in list_images([str(inputs)]):
         try:
             rgb = read_image(f).rgb
             with torch.inference_mode():
-                y = translator.translate_tensor(rgb[None])[0]
+                y = translator.translate_tensor(rgb[None], style_id)[0]
             write_image(out_dir / f.relative_to(inputs).with_suffix(".png"), y.float().cpu(), overwrite=True)
         except ToonlabError as e:
             failed.append((str(f), str(e)))
@@ -212,7 +337,23 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
 
         evaluator = FIDEvaluator(spec.fid_weights, device=spec.device, batch_size=spec.fid_batch_size)
 
+    # every row is checked against every dataset before anything trains (direction, styles)
+    plans = {r.name: _plan_row(r, spec, base_dir) for r in spec.rows}
+    cartoons = {}
+    for row in spec.rows:
+        for d in datasets:
+            _check_row(row, plans[row.name], d)
+            cartoons[(row.name, d.name)] = _train_cartoons(plans[row.name], d) if row.config else None
+    notes += [f"{r.name}: {r.note}" for r in spec.rows if r.note]
+    notes += [n for r in spec.rows if (n := _patch_note(r, plans[r.name].cfg))]
+    notes.append(f"post-processing: saturation ×{spec.saturation:g} (+{round(100 * (spec.saturation - 1))} %) "
+                 f"on every row's outputs" if spec.saturation != 1.0 else
+                 "post-processing: none on any row (models' own post-processing, e.g. CTSS's +40 % saturation, "
+                 "is switched off so that rows are compared alike)")
+
     outputs: dict[tuple[str, str], Path] = {}
+    trained: dict[tuple[str, str | None, str | None], Path] = {}  # one training per (row, training data)
+    run_dirs: dict[tuple[str, str], Path] = {}
     for row in spec.rows:
         for d in datasets:
             key = (row.name, d.name)
@@ -221,12 +362,17 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
             elif row.run is not None:
                 model_ref = row.run
             else:
-                model_ref = str(_train_row(row, d, spec, base_dir, out_dir / "runs" / slug(row.name) / slug(d.name),
-                                           log))
+                data_key = (row.name, d.train_photos, cartoons[key])
+                if data_key not in trained:
+                    run_dir = out_dir / "runs" / slug(row.name) / slug(d.name)
+                    trained[data_key] = _train_row(row, d, spec, base_dir, run_dir, log, cartoons[key])
+                model_ref = str(trained[data_key])
+                run_dirs[key] = trained[data_key].parent.parent
             o = out_dir / "outputs" / slug(row.name) / slug(d.name)
-            log(f"translating {d.test_inputs} with {row.name}")
+            log(f"translating {d.test_inputs} with {row.name}" + (f" (style {d.style})" if d.style else ""))
             failures += [f"{row.name}/{d.name}: {p}: {m}" for p, m in translate_folder(
-                model_ref, Path(d.test_inputs), o, spec.device)]
+                model_ref, Path(d.test_inputs), o, spec.device, style=d.style, saturation=spec.saturation,
+                direction=d.direction if not row.classic else None)]
             outputs[key] = o
             cell: dict[str, float | None] = {m: None for m in metrics}
             spread: dict[str, float] = {}
@@ -255,6 +401,10 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
             if spread:
                 table.spread[key] = spread
 
+    if spec.study is not None:
+        notes += _fold_study(spec, datasets, outputs, out_dir, table)
+    curves = _write_curves(datasets, spec.rows, run_dirs, out_dir)
+
     if fid_error:
         notes.append(f"FID/KID not computed: {fid_error}")
     elif evaluator is not None and any(d.fid_reference for d in datasets):  # the weights behind the FID cells
@@ -269,6 +419,7 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
     intro = " ".join(x for x in (f"Reproduces: {spec.paper}." if spec.paper else "",
                                  f"Rows: {len(spec.rows)} methods; datasets: {', '.join(table.groups)}.") if x)
     rel = [(f"{d.name}: test inputs through every row", g.name) for d, g in zip(datasets, grids)]
+    rel += [(caption, c.name) for caption, c in curves]
     md = write_text(out_dir / "report.md", render_markdown(table, title=spec.title, intro=intro, notes=notes,
                                                            grids=rel))
     page = write_text(out_dir / "report.html", render_html(table, title=spec.title, intro=intro, notes=notes,
@@ -279,6 +430,82 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
                   for r in table.rows for g in table.groups},
         "spread": {f"{r}|{g}": v for (r, g), v in table.spread.items()}, "notes": notes}, indent=2))
     return ExperimentResult(table, notes, md, page, res, grids)
+
+
+def _fold_study(spec: ExperimentSpec, datasets: list[DatasetSpec], outputs: dict, out_dir: Path,
+                table: ResultTable) -> list[str]:
+    """Per rated dataset: the ``toonlab study serve`` command over the rows' outputs (a note, and
+    ``study/serve-DATASET.sh``), and, when its SQLite file holds ratings, a "study" column of mean ± 95 % CI."""
+    import shlex
+
+    from toonlab.eval.study import report
+
+    db_dir = Path(spec.study.db_dir) if spec.study.db_dir else out_dir / "study"
+    notes = []
+    if "study" not in table.metrics:
+        table.metrics.append("study")
+    for d in datasets:
+        if spec.study.datasets and d.name not in spec.study.datasets:
+            continue
+        db = db_dir / f"{slug(d.name)}.sqlite"
+        cmd = ["toonlab", "study", "serve", *[str(outputs[(r.name, d.name)]) for r in spec.rows]]
+        for r in spec.rows:
+            cmd += ["--name", r.name]
+        cmd += ["--db", str(db)]
+        write_text(db_dir / f"serve-{slug(d.name)}.sh", "#!/bin/sh\n" + shlex.join(cmd) + "\n")
+        if db.is_file():
+            scores = {m.method: m for m in report(db)}
+            for r in spec.rows:
+                if r.name in scores:
+                    m = scores[r.name]
+                    table.cells.setdefault((r.name, d.name), {})["study"] = m.mean
+                    if math.isfinite(m.ci95):
+                        table.spread.setdefault((r.name, d.name), {})["study"] = m.ci95
+            n = sum(m.n for m in scores.values())
+            notes.append(f"{d.name}: subjective scores (1–5, mean ± 95 % CI) from {n} ratings in {db} "
+                         f"(`toonlab study report {db}`)")
+        else:
+            notes.append(f"{d.name}: no ratings yet — collect them with `{shlex.join(cmd)}` "
+                         f"(also in {db_dir / f'serve-{slug(d.name)}.sh'}), then re-run this experiment")
+    return notes
+
+
+def eval_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """The eval hook's records of a run dir's metrics.jsonl: ``{"fid": [(epoch, value), …], …}`` by epoch."""
+    path = run_dir / "metrics.jsonl"
+    out: dict[str, list[tuple[float, float]]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if rec.get("event") != "eval":
+            continue
+        for k, v in rec.items():
+            if k.startswith("eval/") and isinstance(v, (int, float)) and math.isfinite(v):
+                out.setdefault(k[5:], []).append((float(rec["epoch"]), float(v)))
+    return {k: sorted(dict(v).items()) for k, v in out.items()}  # a resumed run may repeat an epoch: last wins
+
+
+def _write_curves(datasets: list[DatasetSpec], rows: list[RowSpec], run_dirs: dict,
+                  out_dir: Path) -> list[tuple[str, Path]]:
+    """``curve-METRIC-DATASET.png``: metric vs epoch, one line per row trained with the eval hook."""
+    from toonlab.eval.report import plot_curves
+
+    made = []
+    for d in datasets:
+        series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        for r in rows:
+            if (r.name, d.name) in run_dirs:
+                for metric, points in eval_curves(run_dirs[(r.name, d.name)]).items():
+                    series.setdefault(metric, {})[r.name] = points
+        for metric, by_row in series.items():
+            p = plot_curves(by_row, out_dir / f"curve-{slug(metric)}-{slug(d.name)}.png", metric=metric,
+                            title=f"{d.name}: {metric} during training (held-out set, eval hook)")
+            made.append((f"{d.name}: {metric} vs epoch", p))
+    return made
 
 
 def _count(folder: str | None) -> int:

@@ -10,6 +10,7 @@ CTSS (Fig. 2b, eqs 1–6) → :func:`ctss_sample`; eqs 7–17 → ``training_ste
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Mapping
@@ -69,6 +70,13 @@ def patches_to_gray(patches: torch.Tensor, mode: Literal["luma", "sum_minmax"] =
     lo = g.amin(dim=(2, 3), keepdim=True)
     hi = g.amax(dim=(2, 3), keepdim=True)
     return (g - lo) / (hi - lo).clamp_min(1e-6) * 2.0 - 1.0
+
+
+def candidate_patches(n: int, size: int, patch: int, stride: int) -> int:
+    """M = N·(⌊(H−l)/s⌋+1)² of square (N,3,size,size) mini-batches, with l clamped to the image as in
+    :func:`ctss_sample`: the number of windows the sampler chooses K from."""
+    patch = min(patch, size)
+    return n * ((size - patch) // stride + 1) ** 2
 
 
 def ctss_sample(images: torch.Tensor, k: int, size: int, stride: int, select: Literal["ctss", "all"] = "ctss",
@@ -255,6 +263,7 @@ class CTSS(Model):
             self.requires = ("photo", "cartoon", "smooth")
         self.networks["G"] = CTSSGenerator() if cfg.generator == "paper" else CTSSUNetGenerator()
         self._pending_strides: deque[int] = deque(maxlen=64)  # D-step draws awaiting their G step (_strides)
+        self._warned_k = False
         if cfg.image_branch:
             self.networks["D_img"] = image_discriminator(cfg.spectral_norm, cfg.init_std)
         if cfg.patch_branch:
@@ -287,8 +296,19 @@ class CTSS(Model):
         return s, s
 
     def sample_patches(self, images: torch.Tensor, stride: int) -> torch.Tensor:
-        """The CTSS sampler with this config: (N,3,H,W) [-1,1] → (K',1,l,l) [-1,1]."""
+        """The CTSS sampler with this config: (N,3,H,W) [-1,1] → (K',1,l,l) [-1,1]. Warns once when K ≥ M
+        (e.g. Table II's K = 128 at 256² with batch 8 and s ≥ 48, M ≤ 128): top-K then keeps every patch, which is
+        the "W/O CTSS" ablation, not a sampler setting."""
         c = self.cfg
+        if c.sampler == "ctss" and not self._warned_k:
+            n, _, h, w = images.shape
+            l = min(c.patch_size, h, w)
+            m = n * ((h - l) // stride + 1) * ((w - l) // stride + 1)
+            if c.K >= m:
+                self._warned_k = True
+                warnings.warn(f"ctss: K = {c.K} >= M = {m} candidate patches (batch {n}, {h}x{w}, l = {l}, "
+                              f"s = {stride}): the sampler keeps every patch, as the W/O CTSS ablation does",
+                              stacklevel=2)
         return ctss_sample(images, c.K, c.patch_size, stride, c.sampler, c.patch_gray, gf_radius=c.gf_radius,
                            gf_eps=c.gf_eps, d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize, min_range=c.edge_min_range)
 

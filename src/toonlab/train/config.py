@@ -65,6 +65,15 @@ class TrainConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on GPU needs it)
     sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN
     ddp_find_unused: bool = False  # DDP find_unused_parameters, for models whose Steps leave parameters unused
+    # eval hook (toonlab.train.eval_hook): score the generator on a held-out set every eval_every epochs (0 = off)
+    eval_every: int = 0
+    eval_inputs: str | None = None  # held-out inputs in the model's input domain (photos; cartoons for toon2real)
+    eval_reference: str | None = None  # FID/KID reference set (the target domain)
+    eval_truth: str | None = None  # paired truths of eval_inputs (same names) for psnr / ssim / edge_f1
+    eval_metrics: list[Literal["fid", "kid", "weighted_fid", "psnr", "ssim", "edge_f1"]] = field(
+        default_factory=lambda: ["fid", "kid", "psnr", "ssim"])
+    eval_input_weight: float | None = None  # weighted FID's share of FID(out, inputs) (Toon2real: 0.2)
+    eval_fid_weights: str | None = None  # Inception file; null = $TORCH_HOME/hub/checkpoints
 
 
 @dataclass
@@ -150,3 +159,7 @@ def _check(cfg: RunConfig) -> None:
     for name, n in t.phase_steps.items():
         if n < 0:
             raise ConfigError(f"train.phase_steps.{name}: must be >= 0, got {n}")
+    if t.eval_every < 0:
+        raise ConfigError(f"train.eval_every: must be >= 0, got {t.eval_every}")
+    if t.eval_every and not t.eval_inputs:
+        raise ConfigError("train.eval_every: needs train.eval_inputs (a held-out folder in the model's input domain)")

@@ -307,6 +307,12 @@ class Trainer:
         self.logger = RunLogger(self.run_dir, self.stop_step, self.step, enabled=self.dist.is_main,
                                 progress=t.progress, tensorboard=t.tensorboard)
         self.val = self._val_images() if self.dist.is_main else None
+        if t.eval_every and self.dist.is_main:  # held-out scoring every eval_every epochs (train/eval_hook.py)
+            from toonlab.train.eval_hook import EvalHook
+
+            eval_hook = EvalHook(self.cfg)
+        else:
+            eval_hook = None
         self.model.train()
         good = self._snapshot()
         sums: dict[str, float] = {}
@@ -358,6 +364,8 @@ class Trainer:
                     sums, counts, steps_since_log, last_log = {}, {}, 0, now
                 if self.step % t.sample_every == 0 or last:
                     self._sample()
+                if eval_hook is not None:
+                    eval_hook.maybe_run(self)
                 if self.step % t.ckpt_every == 0 or last:
                     self._checkpoint()
                     good = self._snapshot()
