@@ -1,10 +1,11 @@
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
 import pytest
 
-from toonlab.config import build, load_yaml, parse_overrides, to_dict
+from toonlab.config import build, load_yaml, parse_overrides, ranged, to_dict
 from toonlab.errors import ConfigError
 
 
@@ -61,3 +62,25 @@ def test_load_yaml_errors(tmp_path):
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_yaml(lst)
+
+
+@dataclass
+class Ranged:
+    width: int = ranged(64, ge=1)
+    rate: float = ranged(0.5, gt=0, le=1)
+    strides: tuple[int, int] = ranged((48, 72), ge=1)
+    weight: float = 1.0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("width=0", "width: must be >= 1, got 0"),
+    ("rate=0", "rate: must be > 0, got 0.0"),
+    ("rate=1.5", "rate: must be <= 1, got 1.5"),
+    ("strides=[48, 0]", "strides: must be >= 1, got (48, 0)"),
+    ("weight=.nan", "weight: must be a finite number"),
+    ("weight=-.inf", "weight: must be a finite number"),
+])
+def test_ranges_and_non_finite_floats_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build(Ranged, {}, [override])
+    assert build(Ranged, {}, ["width=1", "rate=1", "strides=[1, 1]", "weight=-2"]).weight == -2.0

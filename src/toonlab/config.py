@@ -1,6 +1,8 @@
 """Configuration: nested dataclasses loaded from YAML with dotted overrides (``a.b=c``).
 
-Unknown keys are errors (a typo must never be silently ignored), values are checked against the field types.
+Unknown keys are errors (a typo must never be silently ignored), values are checked against the field types,
+floats must be finite, and a field may carry a range in its metadata (``ranged(64, ge=1)``, checked per item for
+lists/tuples), so a bad value is one line naming the key before anything is built.
 
     cfg = build(RunConfig, load_yaml("configs/ctss.yaml"), overrides=["train.batch_size=4"])
     to_dict(cfg)  # plain dict, YAML/JSON-safe
@@ -9,6 +11,7 @@ Unknown keys are errors (a typo must never be silently ignored), values are chec
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -20,6 +23,8 @@ import yaml
 from toonlab.errors import ConfigError
 
 T = TypeVar("T")
+_BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -73,6 +78,26 @@ def merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
+def ranged(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+           le: float | None = None, lt: float | None = None, **kw) -> Any:
+    """A dataclass field whose value (or each number of a list/tuple value) must satisfy the given bounds;
+    ``from_dict`` checks them: ``ngf: int = ranged(64, ge=1)``."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return dataclasses.field(default=default, metadata={"range": bounds}, **kw)
+
+
+def check_range(value: Any, bounds: Mapping[str, float], path: str) -> None:
+    """Raise ConfigError unless every number in ``value`` satisfies ``bounds`` ({"ge": 1, "lt": 2**31, …})."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        for key, bound in bounds.items():
+            ok, op = _BOUNDS[key]
+            if not ok(v, bound):
+                raise ConfigError(f"{path}: must be {op} {bound}, got {value!r}")
+
+
 def build(cls: type[T], data: Mapping | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
     """Build dataclass ``cls`` from ``data`` merged with dotted ``overrides``; unknown keys raise ConfigError."""
     merged = merge(data or {}, parse_overrides(list(overrides)))
@@ -92,7 +117,11 @@ def from_dict(cls: type[T], data: Mapping, _path: str = "") -> T:
         where = f" in {_path}" if _path else ""
         raise ConfigError(f"unknown config key{'s' if len(unknown) > 1 else ''}{where}: "
                           f"{', '.join(_join(_path, u) for u in unknown)} (valid: {', '.join(sorted(fields))})")
-    kwargs = {name: _coerce(hints[name], data[name], _join(_path, name)) for name in data}
+    kwargs = {}
+    for name in data:
+        value = _coerce(hints[name], data[name], _join(_path, name))
+        check_range(value, fields[name].metadata.get("range", {}), _join(_path, name))
+        kwargs[name] = value
     return cls(**kwargs)
 
 
@@ -168,14 +197,19 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             return int(value)
         raise ConfigError(f"{path}: expected an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # a NaN weight or rate would silently poison training
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
