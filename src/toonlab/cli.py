@@ -285,6 +285,7 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
     from toonlab.infer.batch import BatchSummary, run_batch
     from toonlab.infer.video import is_video, translate_video
     from toonlab.io import OutputExistsError
+    from toonlab.paths import InputIds, unsafe_output
 
     videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
     images = [p for p in inputs if not (is_video(p) and Path(p).is_file())]
@@ -292,8 +293,13 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
     if images:
         summary = run_batch(images, out, lambda loaded: translator.translate_tensor(loaded.rgb[None])[0],
                             suffix=suffix, ext=ext, overwrite=overwrite, progress=progress, quality=quality)
+    video_ids = InputIds(videos)
     for video in videos:
         dst = Path(out) / f"{video.stem}{suffix or ''}{video.suffix}"
+        unsafe = unsafe_output(dst, Path(out), video_ids)  # e.g. `-o .` would write clip.mp4 over clip.mp4
+        if unsafe:
+            summary.failed.append((video, f"{video}: {unsafe}"))
+            continue
         try:
             res = translate_video(video, dst, translator.translate_tensor, batch_size=batch_size,
                                   smoothing=smoothing, overwrite=overwrite)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.io import (DEFAULT_MAX_PIXELS, LoadedImage, OutputExistsError, expand_inputs, output_format,
                         read_image, write_image)
+from toonlab.paths import InputIds, contained_relative, symlink_loop, unsafe_output
 
 Translate = Callable[[LoadedImage], torch.Tensor]
 
@@ -86,19 +87,29 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
     """Translate every image named by ``inputs`` into ``out_dir``.
 
     ``translate(loaded) -> rgb (3,H,W) in [0,1]``. Output names: the input's path relative to its folder / glob
-    root, with ``suffix`` appended to the stem and ``ext`` (png, jpg, webp, ...) or the input's extension.
+    root (normalised: always inside ``out_dir``), with ``suffix`` appended to the stem and ``ext`` (png, jpg, webp,
+    ...) or the input's extension. An output that would be one of the inputs fails that file.
     Raises UsageError (exit 2) when nothing matched or ``ext`` is not writable; everything else is per file.
     """
     out_dir = Path(out_dir)
     ext = _normalize_ext(ext)
-    pairs = expand_inputs(list(inputs), recursive=recursive, exclude=out_dir, keep_missing=True)
-    if not pairs:
+    if symlink_loop(out_dir):
+        raise UsageError(f"{out_dir}: the output folder is a symlink loop")
+    loops = [Path(i) for i in inputs if symlink_loop(i)]  # fail alone, like any unreadable file
+    pairs = expand_inputs([i for i in inputs if Path(i) not in loops], recursive=recursive, exclude=out_dir,
+                          keep_missing=True)
+    if not pairs and not loops:
         raise UsageError(f"no images found in: {' '.join(str(i) for i in inputs)}")
-    summary = BatchSummary()
+    summary = BatchSummary(failed=[(p, f"{p}: symlink loop (it points back to itself)") for p in loops])
     claimed: dict[Path, Path] = {}
+    input_ids = InputIds(src for src, _ in pairs)
 
     def one(src: Path, rel: Path) -> None:
-        dst = output_path(rel, out_dir, suffix, ext)
+        dst = output_path(contained_relative(src, rel), out_dir, suffix, ext)  # no `..` climbs out of out_dir
+        unsafe = unsafe_output(dst, out_dir, input_ids)
+        if unsafe:
+            summary.failed.append((src, f"{src}: {unsafe}"))
+            return
         if dst in claimed:
             summary.failed.append((src, f"{src}: output {dst} would collide with the output of {claimed[dst]}"))
             return
