@@ -55,12 +55,16 @@ def prepare_synth(out: str = typer.Argument(..., help="Output folder."),
                   size: int = typer.Option(64, "--size", help="Image side in pixels."),
                   seed: int = typer.Option(0, "--seed"),
                   n_test: int = typer.Option(None, "--n-test", help="Test scenes (default max(8, n/4))."),
+                  styles: str = typer.Option(None, "--styles", help="Comma-separated style names, e.g. hayao,shinkai: "
+                                                                    "cartoons in one sub-folder per style, each with "
+                                                                    "its own palette and line weight (multistyle)."),
                   workers: int = typer.Option(1, "--workers", help="Processes."),
                   overwrite: bool = typer.Option(False, "--overwrite", help="Re-render existing images.")):
     """SynthToon: procedural photos + cartoons (train unpaired, test paired) with a manifest."""
-    from toonlab.data.synth import make_synthtoon
+    from toonlab.data.synth import make_synthtoon, parse_styles
 
-    path = make_synthtoon(out, n, size, seed, n_test=n_test, overwrite=overwrite, workers=workers, progress=True)
+    path = make_synthtoon(out, n, size, seed, n_test=n_test, styles=parse_styles(styles), overwrite=overwrite,
+                          workers=workers, progress=True)
     typer.echo(f"SynthToon written to {path}")
 
 
