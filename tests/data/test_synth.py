@@ -103,3 +103,81 @@ def test_resume_fills_missing_and_keeps_existing(tmp_path):
     mtime = kept.stat().st_mtime_ns
     make_synthtoon(root, n=4, size=24, seed=0, n_test=2)
     assert _digest(root) == before and kept.stat().st_mtime_ns == mtime
+
+
+def _rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_styles_layout_palettes_and_line_weights(tmp_path):
+    """--styles: one cartoon folder per style (train and test); the styles of one test scene differ in hue,
+    saturation and line weight; deterministic; the default layout is untouched."""
+    from toonlab.data.synth import style_params
+
+    a = make_synthtoon(tmp_path / "a", n=3, size=96, seed=0, n_test=4, styles=["hayao", "shinkai"])
+    b = make_synthtoon(tmp_path / "b", n=3, size=96, seed=0, n_test=4, styles=["hayao", "shinkai"])
+    assert _digest(a) == _digest(b)
+    for sub, count in (("train/photos", 3), ("train/cartoons/hayao", 3), ("train/cartoons/shinkai", 3),
+                       ("test/photos", 4), ("test/cartoons/hayao", 4), ("test/cartoons/shinkai", 4)):
+        assert len(list((a / sub).glob("*.png"))) == count, sub
+    assert not list((a / "train/cartoons").glob("*.png"))  # only the style folders
+    man = json.loads((a / "manifest.json").read_text())
+    assert man["styles"] == ["hayao", "shinkai"]
+    scenes = man["scenes"]
+    assert scenes["test/cartoons/hayao"] == scenes["test/cartoons/shinkai"] == scenes["test/photos"]
+    assert not set(scenes["train/cartoons/hayao"].values()) & set(scenes["train/cartoons/shinkai"].values())
+
+    hue_turns, sat_ratio, ink_ratio = [], [], []
+    for name, scene_seed in sorted(scenes["test/photos"].items()):
+        labels = label_map(random_scene(scene_seed, 96))
+        interior = cv2.erode((~_borders(labels)).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+        h0, h1 = (cv2.cvtColor(_rgb(a / f"test/cartoons/{s}" / name), cv2.COLOR_RGB2HSV).astype(int)
+                  for s in ("hayao", "shinkai"))
+        m = interior & (h0[..., 1] > 60)  # saturated fills: hue is defined
+        hue_turns.append(np.median((h1[..., 0][m] - h0[..., 0][m]) % 180))
+        sat_ratio.append(h1[..., 1][interior].mean() / h0[..., 1][interior].mean())
+        ink = [(_rgb(a / f"test/cartoons/{s}" / name).astype(float) @ LUMA < 60).sum() for s in ("hayao", "shinkai")]
+        ink_ratio.append(ink[1] / ink[0])
+    assert abs(np.median(hue_turns) - style_params(1, 2)["hue"]) <= 3  # 90 OpenCV units = half the circle
+    assert np.median(sat_ratio) < 0.6  # shinkai is pastel
+    assert np.median(ink_ratio) > 1.6  # and drawn with double-weight lines
+    # style 0 is the plain SynthToon cartoon of the scene
+    name, scene_seed = sorted(scenes["test/photos"].items())[0]
+    np.testing.assert_array_equal(_rgb(a / "test/cartoons/hayao" / name),
+                                  render_scene(random_scene(scene_seed, 96), "cartoon"))
+
+
+def test_styles_bad_names_and_changed_settings(tmp_path):
+    from toonlab.data.synth import parse_styles
+    from toonlab.errors import ToonlabError, UsageError
+
+    assert parse_styles(" hayao , shinkai ") == ["hayao", "shinkai"] and parse_styles(None) == []
+    for bad in ("a,,b", "a,A", "a/b", ".."):
+        with pytest.raises(UsageError):
+            parse_styles(bad)
+    r = CliRunner().invoke(app, ["prepare", "synth", str(tmp_path / "s"), "--styles", "hayao,Hayao"])
+    assert r.exit_code == 2 and "differ" in r.output
+    make_synthtoon(tmp_path / "s", n=2, size=24, n_test=1, styles=["x", "y"])
+    for styles in (None, ["x", "z"]):  # a rerun with other styles (or none) into the same folder is refused
+        with pytest.raises(ToonlabError, match="other settings"):
+            make_synthtoon(tmp_path / "s", n=2, size=24, n_test=1, styles=styles)
+
+
+def test_multistyle_tiny_recipe_trains_on_styled_synth(tmp_path):
+    """The README's multistyle example: `prepare synth --styles hayao,shinkai`, then the tiny recipe as written
+    (only the data root and run dir moved into the temp folder)."""
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    root = tmp_path / "synthstyles"
+    r = CliRunner().invoke(app, ["prepare", "synth", str(root), "--n", "4", "--size", "32", "--n-test", "2",
+                                 "--styles", "hayao,shinkai"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", str(configs / "multistyle-tiny.yaml"), f"data.photos={root}/train/photos",
+                                 f"data.cartoons={root}/train/cartoons", f"train.run_dir={run}",
+                                 "train.progress=false"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["phase"] for x in recs] == ["init", "adv"]
+    assert (run / "checkpoints" / "latest.safetensors").is_file()

@@ -10,6 +10,11 @@ rectangles, polygons) with base colours. It renders two ways:
 ``make_synthtoon`` writes ``train/photos`` and ``train/cartoons`` from *different* scenes (unpaired), and
 ``test/photos`` + ``test/cartoons`` as renderings of the *same* scenes under the same file names, so a translator's
 output can be scored against the true cartoon. Everything is deterministic from the seed (PNG bytes included).
+
+With ``styles`` (for multi-style models) the cartoons go to one sub-folder per style name (``train/cartoons/<style>/``,
+``test/cartoons/<style>/``); style i of n draws with its own palette (hue turned by i/n of the circle; every other
+style pastel: less saturated, lighter) and its own line weight (1 + i mod 3 times the base width), so a
+multi-style model has something to separate.
 """
 
 from __future__ import annotations
@@ -116,20 +121,41 @@ def outline_width(size: int) -> int:
     return max(1, round(size / 96))
 
 
-def _cartoon(scene: dict) -> np.ndarray:
+def style_params(index: int, count: int) -> dict:
+    """Drawing parameters of style ``index`` of ``count``: hue turn (OpenCV units, 0–179), saturation and value
+    gains, line-weight factor. Our choice: hues spread evenly round the circle, every other style pastel, line
+    weights cycling 1×, 2×, 3× — distinct at a glance and in colour statistics."""
+    if not 0 <= index < count:
+        raise UsageError(f"synth: style index {index} out of range for {count} styles")
+    pastel = index % 2 == 1
+    return {"hue": round(180 * index / count) % 180, "sat": 0.45 if pastel else 1.0, "val": 1.15 if pastel else 1.0,
+            "line": 1 + index % 3}
+
+
+def _styled(colour: list[int], style: dict | None) -> tuple[int, int, int]:
+    """An RGB fill colour through a style's palette (hue turn, saturation and value gains)."""
+    if style is None:
+        return tuple(colour)
+    hsv = cv2.cvtColor(np.array([[colour]], np.uint8), cv2.COLOR_RGB2HSV)[0, 0].astype(np.float64)
+    hsv = [(hsv[0] + style["hue"]) % 180, min(255.0, hsv[1] * style["sat"]), min(255.0, hsv[2] * style["val"])]
+    rgb = cv2.cvtColor(np.array([[hsv]], np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
+    return tuple(int(c) for c in rgb)
+
+
+def _cartoon(scene: dict, style: dict | None = None) -> np.ndarray:
     """Flat fills painted back to front, each followed by its dark outline, so a shape in front hides the
-    outlines it covers (as in a cel drawing)."""
+    outlines it covers (as in a cel drawing). ``style`` (see :func:`style_params`) recolours and reweights."""
     s = scene["size"]
-    t = outline_width(s)
+    t = outline_width(s) * (style["line"] if style else 1)
     dark = (24, 20, 28)  # near-black ink, slightly blue like cel outlines
     img = np.empty((s, s, 3), np.uint8)
-    img[:] = scene["sky"]
+    img[:] = _styled(scene["sky"], style)
     polys = _polygons(scene)
-    cv2.fillPoly(img, [polys[0]], tuple(scene["ground"]), cv2.LINE_AA, _SHIFT)
+    cv2.fillPoly(img, [polys[0]], _styled(scene["ground"], style), cv2.LINE_AA, _SHIFT)
     yl, yr = np.round(np.asarray(scene["horizon"]) * (1 << _SHIFT)).astype(int)
     cv2.line(img, (0, int(yl)), (s << _SHIFT, int(yr)), dark, t, cv2.LINE_AA, _SHIFT)
     for poly, sh in zip(polys[1:], scene["shapes"]):
-        cv2.fillPoly(img, [poly], tuple(sh["color"]), cv2.LINE_AA, _SHIFT)
+        cv2.fillPoly(img, [poly], _styled(sh["color"], style), cv2.LINE_AA, _SHIFT)
         cv2.polylines(img, [poly], True, dark, t, cv2.LINE_AA, _SHIFT)
     return img
 
@@ -167,32 +193,49 @@ def _photo(scene: dict) -> np.ndarray:
     return np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_scene(scene: dict, kind: str) -> np.ndarray:
-    """Render ``scene`` as ``kind`` ("photo" | "cartoon") → (S,S,3) uint8 RGB."""
+def render_scene(scene: dict, kind: str, style: dict | None = None) -> np.ndarray:
+    """Render ``scene`` as ``kind`` ("photo" | "cartoon", the latter in ``style``) → (S,S,3) uint8 RGB."""
     if kind == "cartoon":
-        return _cartoon(scene)
+        return _cartoon(scene, style)
     if kind == "photo":
         return _photo(scene)
     raise UsageError(f"synth: unknown rendering kind {kind!r} (expected one of {', '.join(KINDS)})")
 
 
-def _render_job(job: tuple[str, int, int, str]) -> str:
-    """Worker: (output path, scene seed, size, kind) → writes the PNG; returns the path."""
+def _render_job(job: tuple) -> str:
+    """Worker: (output path, scene seed, size, kind[, style params]) → writes the PNG; returns the path."""
     from toonlab.data.prepare.common import write_image_atomic
 
-    path, scene_seed, size, kind = job
-    write_image_atomic(path, render_scene(random_scene(scene_seed, size), kind))
+    path, scene_seed, size, kind, *style = job
+    write_image_atomic(path, render_scene(random_scene(scene_seed, size), kind, *style))
     return path
 
 
+def parse_styles(text: str | None) -> list[str]:
+    """``"hayao,shinkai"`` → ["hayao", "shinkai"]; UsageError for empty, duplicate (up to case) or path-like
+    names."""
+    if text is None:
+        return []
+    names = [t.strip() for t in text.split(",")]
+    bad = [t for t in names if not t or t in (".", "..") or any(c in t for c in "/\\")]
+    if bad or not names:
+        raise UsageError(f"synth: --styles needs comma-separated folder names (got {text!r})")
+    if len({t.lower() for t in names}) != len(names):
+        raise UsageError(f"synth: --styles names must differ (up to case), got {text!r}")
+    return names
+
+
 def make_synthtoon(out: str | Path, n: int, size: int = 64, seed: int = 0, *, n_test: int | None = None,
-                   overwrite: bool = False, workers: int = 1, progress: bool = False) -> Path:
+                   styles: list[str] | tuple[str, ...] | None = None, overwrite: bool = False, workers: int = 1,
+                   progress: bool = False) -> Path:
     """Write a SynthToon dataset to ``out`` and return ``out``.
 
     ``n`` train photos and ``n`` train cartoons (from different scenes), ``n_test`` test scenes (default
     ``max(8, n // 4)``) rendered as ``test/photos/NAME.png`` and ``test/cartoons/NAME.png``, and ``manifest.json``
-    (format, seed, size, counts, the scene seed of every file). Existing images are kept (a rerun finishes an
-    interrupted one) unless ``overwrite``; a manifest from different settings is an error unless ``overwrite``.
+    (format, seed, size, counts, the scene seed of every file). With ``styles``: ``n`` train cartoons per style in
+    ``train/cartoons/<style>/`` (each style from its own scenes) and the test scenes in ``test/cartoons/<style>/``.
+    Existing images are kept (a rerun finishes an interrupted one) unless ``overwrite``; a manifest from
+    different settings is an error unless ``overwrite``.
     """
     out = Path(out)
     if n < 1 or size < 16:
@@ -200,33 +243,43 @@ def make_synthtoon(out: str | Path, n: int, size: int = 64, seed: int = 0, *, n_
     n_test = max(8, n // 4) if n_test is None else n_test
     if n_test < 1:
         raise UsageError(f"synth: n_test must be >= 1 (got {n_test})")
+    styles = parse_styles(",".join(styles)) if styles else []
     settings = {"format": SYNTH_FORMAT, "seed": int(seed), "size": int(size), "n": int(n), "n_test": int(n_test)}
+    if styles:  # (absent without styles: manifests written before styles existed stay valid)
+        settings["styles"] = styles
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not overwrite:
         try:
             old = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             old = {}
-        if {k: old.get(k) for k in settings} != settings:
+        if {k: old.get(k) for k in (*settings, "styles")} != {"styles": None, **settings}:
             raise ToonlabError(f"{manifest_path}: a SynthToon set with other settings exists here "
                                f"(use --overwrite or another folder)")
     width = len(str(max(n, n_test) - 1))
-    files: dict[str, dict[str, int]] = {"train/photos": {}, "train/cartoons": {}, "test/photos": {},
-                                        "test/cartoons": {}}
+    files: dict[str, dict[str, int]] = {}
     jobs = []
+
+    def add(sub: str, name: str, scene_seed: int, kind: str, style: dict | None = None) -> None:
+        files.setdefault(sub, {})[name] = scene_seed
+        path = out / sub / name
+        if overwrite or not path.exists():
+            jobs.append((str(path), scene_seed, size, kind) + ((style,) if style else ()))
+
     # scene seeds come from separate streams per split: train photos and train cartoons never share a scene
-    # (unpaired), and each test scene is rendered both ways
-    for split, stream, count in (("train/photos", 0, n), ("train/cartoons", 1, n), ("test", 2, n_test)):
-        for i in range(count):
-            scene_seed = _scene_seed(seed, stream, i)
-            name = f"{i:0{width}d}.png"
-            kinds = [split.split("/")[1][:-1]] if split != "test" else list(KINDS)
-            for kind in kinds:
-                sub = split if split != "test" else f"test/{kind}s"
-                files[sub][name] = scene_seed
-                path = out / sub / name
-                if overwrite or not path.exists():
-                    jobs.append((str(path), scene_seed, size, kind))
+    # (unpaired; with styles each style has its own stream, 3 + i), and each test scene is rendered every way
+    cartoon_kinds = [("", 1, None)] if not styles else \
+        [(f"/{name}", 3 + i, style_params(i, len(styles))) for i, name in enumerate(styles)]
+    for i in range(n):
+        add("train/photos", f"{i:0{width}d}.png", _scene_seed(seed, 0, i), "photo")
+    for folder, stream, style in cartoon_kinds:
+        for i in range(n):
+            add(f"train/cartoons{folder}", f"{i:0{width}d}.png", _scene_seed(seed, stream, i), "cartoon", style)
+    for i in range(n_test):
+        scene_seed, name = _scene_seed(seed, 2, i), f"{i:0{width}d}.png"
+        add("test/photos", name, scene_seed, "photo")
+        for folder, _, style in cartoon_kinds:
+            add(f"test/cartoons{folder}", name, scene_seed, "cartoon", style)
     from toonlab.data.prepare.common import atomic_write_bytes, run_jobs, split_failures
 
     _, failed = split_failures(run_jobs(_render_job, jobs, workers=workers, progress=progress, desc="synth"))
