@@ -124,6 +124,24 @@ def prepare_photos(src: str = typer.Argument(..., help="Photo folder (any nestin
     raise typer.Exit(report(run(src, out, cfg, workers=workers, overwrite=overwrite), "photos"))
 
 
+@prepare_app.command("real")
+def prepare_real_cmd(out: str = typer.Argument(..., help="Output folder."),
+                     size: int = typer.Option(128, "--size", help="Crop side in pixels."),
+                     crops: int = typer.Option(8, "--crops", help="Random crops per source image."),
+                     max_scale: float = typer.Option(2.0, "--max-scale", help="Short side scaled into "
+                                                     "[size, max-scale·size] before cropping."),
+                     test: float = typer.Option(0.2, "--test", help="Fraction of source images held out."),
+                     seed: int = typer.Option(0, "--seed"),
+                     root: str = typer.Option("/", "--root", help="File-system root holding the packages."),
+                     overwrite: bool = typer.Option(False, "--overwrite", help="Rebuild a non-empty OUT.")):
+    """Real photos (Debian wallpapers, scikit-image) + cartoons (SuperTux) → crops, dedupe, split, LICENSES.csv."""
+    from toonlab.data.prepare.common import report
+    from toonlab.data.prepare.real import RealConfig, prepare_real
+
+    cfg = RealConfig(size=size, crops=crops, max_scale=max_scale, test=test, seed=seed)
+    raise typer.Exit(report(prepare_real(out, cfg, root=root, overwrite=overwrite), "real"))
+
+
 def _map(op: str, src: str, out: str, params: dict, workers: int, overwrite: bool, ext: str | None = None):
     from toonlab.data.prepare.common import report
     from toonlab.data.prepare.images import map_folder
