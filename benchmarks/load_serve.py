@@ -2,7 +2,8 @@
 
 Prints JSON: throughput, latency percentiles of successful requests, counts by status, transport errors, and the
 server's resident memory over time (VmRSS / VmHWM sampled from /proc/PID/status). Bounded in clients, time and
-request count; the server binds 127.0.0.1 only.
+request count; the server binds 127.0.0.1 only. ``--slow-clients K`` adds K slowloris connections (request headers
+at one byte per second, reconnecting whenever the server closes them) and reports how long the server let them hold.
 
     .venv/bin/python benchmarks/load_serve.py --clients 4 --duration 300 --size 512
 """
@@ -83,9 +84,10 @@ def main(argv=None):
     ap.add_argument("--queue-size", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=60.0, help="Server's per-request timeout.")
     ap.add_argument("--sample-every", type=float, default=1.0, help="RSS sampling period (s).")
+    ap.add_argument("--slow-clients", type=int, default=0, help="Extra slowloris connections (0..16).")
     args = ap.parse_args(argv)
-    if not 1 <= args.clients <= 64 or not 0 < args.duration <= 900:
-        ap.error("--clients must be 1..64 and --duration 0..900 s")
+    if not 1 <= args.clients <= 64 or not 0 < args.duration <= 900 or not 0 <= args.slow_clients <= 16:
+        ap.error("--clients must be 1..64, --slow-clients 0..16 and --duration 0..900 s")
 
     body = _photo(args.size, args.upload_format)
     port = _free_port()
@@ -131,8 +133,36 @@ def main(argv=None):
                 if r.status_code == 503:  # a well-behaved client waits as told (capped to keep the load up)
                     stop.wait(min(float(r.headers.get("retry-after", 1)), 1.0))
 
+    slow = {"connections": 0, "answered_408": 0, "closed_by_server": 0, "held_s": []}
+
+    def slow_client():
+        """Dribble one request's headers at 1 byte/s until the server closes the connection; then again."""
+        while not stop.is_set():
+            t, answer, closed = time.monotonic(), b"", False
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                    s.settimeout(1.0)
+                    s.sendall(b"POST /v1/cartoonize HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                    while not stop.is_set():
+                        s.sendall(b"a")
+                        try:
+                            answer = s.recv(4096)
+                        except socket.timeout:
+                            continue
+                        closed = True  # an answer or end of stream: the server ended it
+                        break
+            except OSError:  # reset by the server
+                closed = True
+            with lock:
+                slow["connections"] += 1
+                if closed:
+                    slow["closed_by_server"] += 1
+                    slow["answered_408"] += answer.startswith(b"HTTP/1.1 408 ")
+                    slow["held_s"].append(time.monotonic() - t)
+
     threading.Thread(target=sampler, daemon=True).start()
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(args.clients)]
+    threads += [threading.Thread(target=slow_client, daemon=True) for _ in range(args.slow_clients)]
     t_start = time.perf_counter()
     for t in threads:
         t.start()
@@ -170,6 +200,10 @@ def main(argv=None):
                        "p99": round(float(np.percentile(lat, 99)), 1), "max": round(float(lat.max()), 1)}
         if len(lat) else None,
         "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+        "slow_clients": {"clients": args.slow_clients, "connections": slow["connections"],
+                         "closed_by_server": slow["closed_by_server"], "answered_408": slow["answered_408"],
+                         "held_s_max": round(max(slow["held_s"]), 2) if slow["held_s"] else None}
+        if args.slow_clients else None,
         "unexpected_5xx": sum(fivexx.values()),
         "transport_errors": dict(errors),
         "access_log_lines": logged,
