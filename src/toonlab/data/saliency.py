@@ -47,7 +47,7 @@ class MBDConfig:
     boundary_contrast: bool = True   # add the image-boundary contrast map B (Sec. 3.2, "MB+")
     border_frac: float = 0.1     # width of each boundary region for B, as a fraction of the side (our choice)
     smoothing: bool = True       # morphological smoothing by reconstruction (Sec. 3.3)
-    alpha: float = 50.0          # smoothing kernel width δ = α·√(mean saliency) (paper: α = 50)
+    alpha: float = 50.0          # smoothing kernel width δ = α·√(mean saliency) at 300 px (paper: α = 50)
     centre_bias: bool = True     # multiply by 1 − distance to the centre / half-diagonal (Sec. 3.3)
     contrast: bool = True        # sigmoid 1/(1+exp(−b(x−θ))), θ by Otsu (Sec. 3.3)
     b: float = 10.0              # sigmoid slope (paper: b = 10)
@@ -132,9 +132,14 @@ def _reconstruct(marker: np.ndarray, mask: np.ndarray, dilate: bool) -> np.ndarr
     return cur
 
 
+_PAPER_SIDE = 300  # the MBD paper's working long side, for which α = 50 is given
+
+
 def morphological_smoothing(sal: np.ndarray, alpha: float = 50.0) -> np.ndarray:
     """Opening by reconstruction then closing by reconstruction with a square of width δ = α·√mean(sal)
-    (paper Sec. 3.3); sal (H,W) in [0,1]."""
+    (paper Sec. 3.3), α scaled by the long side / 300 so the kernel keeps the paper's size relative to the image
+    (unscaled, δ ≈ 25 px erased every object of a 32 px map); sal (H,W) in [0,1]."""
+    alpha = alpha * max(sal.shape) / _PAPER_SIDE
     delta = max(1, int(round(alpha * np.sqrt(max(float(sal.mean()), 0.0)))))
     k = np.ones((delta, delta), np.uint8)
     opened = _reconstruct(cv2.erode(sal.astype(np.float32), k), sal, dilate=True)

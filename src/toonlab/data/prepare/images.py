@@ -21,7 +21,7 @@ from toonlab.data.prepare.common import (JobFailure, PrepareSummary, atomic_writ
                                           split_failures, write_image_atomic)
 from toonlab.data.prepare.dedupe import HashIndex, hash_from_hex, hash_hex, phash
 from toonlab.data.prepare.filters import CROPS, QualityThresholds, quality, reject_reason, resize_crop
-from toonlab.errors import UsageError
+from toonlab.errors import ToonlabError, UsageError
 
 OPS = ("smooth", "guided", "gray", "saliency")
 
@@ -91,7 +91,11 @@ def op_saliency(rgb: np.ndarray, method: str = "mbd", **params) -> np.ndarray:
     from toonlab.data.saliency import MBDConfig, RBDConfig, mbd_saliency, rbd_saliency
 
     sal = rbd_saliency(rgb, RBDConfig(**params)) if method == "rbd" else mbd_saliency(rgb, MBDConfig(**params))
-    return (sal * 255.0 + 0.5).astype(np.uint8)
+    out = (sal * 255.0 + 0.5).astype(np.uint8)
+    if out.min() == out.max():  # an all-zero (or flat) map would train salcbam's attention on nothing
+        raise ToonlabError(f"{method} saliency map is constant ({out.min()}) at {rgb.shape[1]}x{rgb.shape[0]}: "
+                           f"nothing stands out (not written)")
+    return out
 
 
 _OP_FUNCS = {"smooth": op_smooth, "guided": op_guided, "gray": op_gray, "saliency": op_saliency}
