@@ -151,7 +151,8 @@ def uvicorn_config(app, config: ServeConfig, **overrides) -> uvicorn.Config:
 
     kw = dict(host=config.host, port=config.port, log_level="warning", access_log=False,
               http=guarded_protocol(config, header_timeout), limit_concurrency=config.max_connections,
-              timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=5)
+              timeout_keep_alive=config.keep_alive_s, timeout_graceful_shutdown=5,
+              ws="none")  # no WebSocket routes: an Upgrade stays plain HTTP, under the same timeouts
     kw.update(overrides)
     return uvicorn.Config(app, **kw)
 
