@@ -556,7 +556,8 @@ def evaluate_cmd(
 
 @app.command("experiment")
 def experiment_cmd(config: str = typer.Argument(..., help="Experiment file, e.g. configs/experiments/NAME.yaml."),
-                   out: str = typer.Option(None, "--out", "-o", help="Output folder (default: the file's out:).")):
+                   out: str = typer.Option(None, "--out", "-o", help="Output folder (default: the file's out:); "
+                                                                       "relative synth: roots are made inside it.")):
     """Train (or reuse) the runs of a paper table, evaluate them on the same data, write report.md/.html."""
     from toonlab.eval.experiment import run_experiment
 

@@ -229,3 +229,18 @@ def test_study_block_prepares_serving_and_folds_scores(tmp_path):
     assert res.table.value("ctss", "S", "study") == pytest.approx(4.0)
     assert res.table.value("classic", "S", "study") == pytest.approx(scores["classic"].mean) == pytest.approx(2.5)
     assert "Subjective ↑" in res.report_md.read_text()
+
+
+def test_out_option_keeps_a_relative_synth_root_inside_it(tmp_path, monkeypatch):
+    """`experiment -o X` with the shipped files' relative synth root writes nothing into the current folder."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        "title": "t", "out": "runs/experiments/t", "grid_images": 1, "metrics": ["ssim"],
+        "datasets": [{"name": "S", "synth": {"root": "runs/synthtoon-32", "n": 2, "size": 32}}],
+        "rows": [{"name": "classic", "classic": True}]}))
+    res = run_experiment(path, out=tmp_path / "x", log=lambda m: None)
+    assert (tmp_path / "x" / "runs" / "synthtoon-32" / "manifest.json").is_file() and res.report_md.is_file()
+    assert list(work.iterdir()) == []

@@ -152,12 +152,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "row"
 
 
-def _resolve_dataset(d: DatasetSpec, log: Callable[[str], None]) -> DatasetSpec:
+def _resolve_dataset(d: DatasetSpec, log: Callable[[str], None], out_dir: Path | None = None) -> DatasetSpec:
     """Fill a SynthToon dataset's paths (generating it when missing): train photos/cartoons, test photos as
-    inputs, test cartoons as both FID reference and paired truth."""
+    inputs, test cartoons as both FID reference and paired truth. With ``out_dir`` (``-o``) a relative root
+    lives inside it, so nothing is written outside the chosen output folder."""
     if d.synth is None:
         return d
     root = Path(d.synth.root)
+    if out_dir is not None and not root.is_absolute():
+        root = out_dir / root
     if not (root / "manifest.json").is_file():
         from toonlab.data.synth import make_synthtoon
 
@@ -323,7 +326,7 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
     """Train/reuse every row on every dataset, translate the test inputs, score, and write the report."""
     spec, base_dir = load_experiment(path)
     out_dir = Path(out or spec.out)
-    datasets = [_resolve_dataset(d, log) for d in spec.datasets]
+    datasets = [_resolve_dataset(d, log, out_dir if out else None) for d in spec.datasets]
     metrics = [m for m in spec.metrics if m != "weighted_fid" or any(d.input_weight for d in datasets)]
     if any(d.input_weight for d in datasets) and "fid" in metrics and "weighted_fid" not in metrics:
         metrics.insert(metrics.index("fid") + 1, "weighted_fid")
