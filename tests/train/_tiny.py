@@ -7,12 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, Step, register
 
 
 @dataclass
 class TinyGANConfig:
-    width: int = 4
+    width: int = ranged(4, ge=1)
     init_epochs: int = 1
     adv_epochs: int = 2
     lr_init: float = 1e-2
@@ -23,7 +24,7 @@ class TinyGANConfig:
     memory_weight: float = 0.1  # weight of the D term that reads the fakes' running mean colour (model state
     #                             outside the networks, restored on resume); 0 where batches are split differently
     nan_calls: list[int] = field(default_factory=list)  # G-step calls (0-based) whose loss is NaN
-    vgg_weights: str = "imagenet"  # unused; mirrors the real models' field
+    perceptual: str = "random"  # unused; mirrors the real models' field
 
 
 @register("_tiny_train")

@@ -66,8 +66,8 @@ def test_phase_steps_max_steps_keep_last_and_best(tmp_path, tiny_data):
     best_step = min(g_losses, key=g_losses.get)
     model, meta = load_export(ck / "best.safetensors")
     assert meta["step"] == str(best_step) and meta["phase"] == "adv"
-    assert sorted(p.name for p in (tr.run_dir / "samples").iterdir()) == ["step-000002.png", "step-000004.png",
-                                                                          "step-000005.png"]
+    # samples follow the schedule only (a max_steps stop adds none: a resumed run must equal an uninterrupted one)
+    assert sorted(p.name for p in (tr.run_dir / "samples").iterdir()) == ["step-000002.png", "step-000004.png"]
 
 
 def test_lr_linear_decay():

@@ -3,8 +3,9 @@
 Any nested structure of dicts / lists / tuples / numbers / strings / tensors / numpy arrays (network and optimiser
 state dicts, scaler state, RNG states, counters) is split into its tensors — stored as safetensors tensors under
 generated keys — and a JSON skeleton stored in the file's metadata (``format`` = "toonlab-state/1", ``state``),
-which records where each tensor goes and which containers were tuples or had non-string keys. Loading never runs
-code from the file. Writes are atomic (temp file + rename).
+which records where each tensor goes and which containers were tuples or had non-string keys, and ``sha256``, a
+digest of the tensors and the skeleton checked on load. Loading never runs code from the file. Writes are atomic
+(temp file + rename).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from toonlab.checkpoint import atomic_write
+from toonlab.checkpoint import atomic_write, tensors_digest, verify_digest
 from toonlab.errors import ToonlabError
 
 STATE_FORMAT = "toonlab-state/1"
@@ -73,12 +74,14 @@ def save_state(path: str | Path, state: dict) -> Path:
 
     tensors: dict[str, torch.Tensor] = {}
     skeleton = _flatten(state, tensors)
-    meta = {"format": STATE_FORMAT, "state": json.dumps(skeleton)}
+    text = json.dumps(skeleton)
+    meta = {"format": STATE_FORMAT, "state": text, "sha256": tensors_digest(tensors, text)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 def load_state(path: str | Path) -> dict:
-    """Read a state written by :func:`save_state`; a missing, truncated or foreign file raises ToonlabError."""
+    """Read a state written by :func:`save_state`; a missing, truncated, corrupt (checksum) or foreign file raises
+    ToonlabError."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -92,6 +95,7 @@ def load_state(path: str | Path) -> dict:
                 raise ToonlabError(f"{path}: not a toonlab training state (metadata format={meta.get('format')!r})")
             for k in f.keys():
                 tensors[k] = f.get_tensor(k)
+        verify_digest(path, tensors, meta, meta["state"])
         return _unflatten(json.loads(meta["state"]), tensors)
     except ToonlabError:
         raise
@@ -136,6 +140,80 @@ def read_init_weights(path: str | Path) -> dict[str, dict[str, torch.Tensor]] | 
     from safetensors.torch import load_file
 
     try:
-        return {"translator": load_file(str(path)), "model": meta["model"]}
+        weights = load_file(str(path))
     except Exception as e:
         raise ToonlabError(f"{path}: not a readable export checkpoint ({str(e).splitlines()[0]})") from None
+    verify_digest(path, weights, meta)
+    return {"translator": weights, "model": meta["model"]}
+
+
+class RunLock:
+    """``RUN_DIR/train.lock`` holding the writer's pid and host, so that two trainers never write one run dir.
+
+    A lock whose pid is no longer running on this host (a killed trainer) is taken over with a note; any other
+    lock refuses with one line. Created with O_EXCL, so two starting trainers cannot both win."""
+
+    NAME = "train.lock"
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / self.NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        import os
+        import platform
+        import sys
+
+        me = {"pid": os.getpid(), "host": platform.node()}
+        for _ in range(3):  # a stale lock is removed, then the exclusive create is retried
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder.get("host") != me["host"]:
+                    raise ToonlabError(f"{self.path.parent} is in use by pid {holder.get('pid')} on host "
+                                       f"{holder.get('host')} (lock {self.path}); remove the lock only if that "
+                                       f"trainer is gone")
+                if holder is not None and _alive(holder.get("pid")):
+                    raise ToonlabError(f"{self.path.parent} is in use by pid {holder['pid']} on this host "
+                                       f"(lock {self.path}); wait for it to finish or stop it")
+                who = f"pid {holder['pid']}" if holder is not None else "an unreadable lock"
+                print(f"note: taking over the stale lock of {self.path.parent} ({who}, no longer running)",
+                      file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise ToonlabError(f"{self.path}: could not take the run dir lock")
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+            return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
+        except (OSError, ValueError):  # killed between creating and writing it, or gone meanwhile
+            return None
+
+    def release(self) -> None:
+        import os
+
+        if self.held:
+            holder = self._holder()
+            if holder is not None and holder.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _alive(pid) -> bool:
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

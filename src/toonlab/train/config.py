@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from toonlab.config import from_dict, load_yaml, merge, parse_overrides, to_dict
+from toonlab.config import from_dict, load_yaml, merge, parse_overrides, ranged, to_dict
 from toonlab.errors import ConfigError
 
 
@@ -26,16 +26,16 @@ class DataConfig:
     guided: str | None = None  # prepared self-guided-filtered cartoons; null = on the fly
     gray: str | None = None  # prepared grayscale cartoons; null = on the fly
     saliency: str | None = None  # prepared saliency maps of the photos; null = on the fly (MBD)
-    size: int | None = None  # crop size; null = the model's paper size (Model.default_size)
-    resize: int | None = None  # shorter side resized to this before cropping; null = to `size`; 0 = keep native
+    size: int | None = ranged(None, ge=8)  # crop size; null = the model's paper size (Model.default_size)
+    resize: int | None = ranged(None, ge=0)  # shorter side resized to this before cropping; null = to `size`; 0 = keep native
     crop: Literal["random", "center"] = "random"
     flip: bool = True  # random horizontal flip (same flip for a cartoon and its side inputs)
-    batch_size: int = 8  # per process (DDP: the global batch is batch_size × world size)
-    workers: int = 2  # DataLoader worker processes (0 = load in the main process)
+    batch_size: int = ranged(8, ge=1)  # per process (DDP: the global batch is batch_size × world size)
+    workers: int = ranged(2, ge=0)  # DataLoader worker processes (0 = load in the main process)
     val_photos: str | None = None  # photos translated into samples/; null = the first training photos
-    val_count: int = 4
-    guided_radius: int = 5  # on-the-fly guided cartoons: self-guided filter r and eps on [-1, 1] (PAPERS §2, eq 1)
-    guided_eps: float = 0.2
+    val_count: int = ranged(4, ge=0)  # 0 = no sample grids
+    guided_radius: int = ranged(5, ge=1)  # on-the-fly guided cartoons: self-guided filter r and eps on [-1, 1] (PAPERS §2, eq 1)
+    guided_eps: float = ranged(0.2, gt=0)
 
 
 @dataclass
@@ -43,36 +43,36 @@ class TrainConfig:
     """How to optimise; every interval counts training steps (one step = one batch through every Step of a phase)."""
 
     run_dir: str = "runs/run"
-    seed: int = 0
+    seed: int = ranged(0, ge=0, lt=2**31)  # every RNG (numpy, torch, python) takes it, plus 1000 × rank
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only; ignored (with a warning) on CPU
-    grad_accum: int = 1  # micro-batches accumulated per optimiser step
-    ema: float | None = None  # decay of an EMA copy of the translator (e.g. 0.999); exported and sampled when set
-    max_steps: int | None = None  # stop after this many steps in total (does not change schedules: resumable)
-    max_minutes: float | None = None  # wall-clock budget of this invocation: stop (with a checkpoint) when spent
+    grad_accum: int = ranged(1, ge=1)  # micro-batches accumulated per optimiser step
+    ema: float | None = ranged(None, ge=0, lt=1)  # decay of an EMA copy of the translator (e.g. 0.999); exported and sampled when set
+    max_steps: int | None = ranged(None, ge=0)  # stop after this many steps in total (does not change schedules: resumable)
+    max_minutes: float | None = ranged(None, gt=0)  # wall-clock budget of this invocation: stop (with a checkpoint) when spent
     phase_steps: dict[str, int] = field(default_factory=dict)  # steps of a phase instead of its epochs (tiny runs)
     lr_decay: Literal["none", "linear"] = "none"  # linear decay to 0 over the tail of each phase (CycleGAN-style)
-    lr_decay_start: float = 0.5  # fraction of each phase after which the linear decay starts
-    log_every: int = 10
-    sample_every: int = 500
-    ckpt_every: int = 1000
-    keep_last: int = 3  # training states / exports kept (plus best.safetensors)
+    lr_decay_start: float = ranged(0.5, ge=0, le=1)  # fraction of each phase after which the linear decay starts
+    log_every: int = ranged(10, ge=1)  # metrics.jsonl line (and a plain stdout line when it is not a TTY)
+    sample_every: int = ranged(500, ge=1)
+    ckpt_every: int = ranged(1000, ge=1)
+    keep_last: int = ranged(3, ge=1)  # training states / exports kept (plus best.safetensors)
     best_metric: str = "G/loss"  # logged value whose interval mean picks best.safetensors (lower is better)
-    nan_strikes: int = 3  # non-finite losses (each skips its step) before the last good state is restored
-    max_restores: int = 3  # restores before training stops with an error
+    nan_strikes: int = ranged(3, ge=1)  # non-finite losses (each skips its step) before the last good state is restored
+    max_restores: int = ranged(3, ge=0)  # restores before training stops with an error
     progress: bool = True  # rich progress bar (rank 0)
     tensorboard: bool = True  # scalars + sample grids when tensorboard is installed
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on GPU needs it)
     sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN
     ddp_find_unused: bool = False  # DDP find_unused_parameters, for models whose Steps leave parameters unused
     # eval hook (toonlab.train.eval_hook): score the generator on a held-out set every eval_every epochs (0 = off)
-    eval_every: int = 0
+    eval_every: int = ranged(0, ge=0)
     eval_inputs: str | None = None  # held-out inputs in the model's input domain (photos; cartoons for toon2real)
     eval_reference: str | None = None  # FID/KID reference set (the target domain)
     eval_truth: str | None = None  # paired truths of eval_inputs (same names) for psnr / ssim / edge_f1
     eval_metrics: list[Literal["fid", "kid", "weighted_fid", "psnr", "ssim", "edge_f1"]] = field(
         default_factory=lambda: ["fid", "kid", "psnr", "ssim"])
-    eval_input_weight: float | None = None  # weighted FID's share of FID(out, inputs) (Toon2real: 0.2)
+    eval_input_weight: float | None = ranged(None, ge=0, le=1)  # weighted FID's share of FID(out, inputs) (0.2)
     eval_fid_weights: str | None = None  # Inception file; null = $TORCH_HOME/hub/checkpoints
 
 
@@ -121,7 +121,7 @@ def resolve_run_config(data: Mapping, overrides: list[str] | tuple[str, ...] = (
     rest = {k: v for k, v in data.items() if k != "model"}
     cfg = from_dict(RunConfig, rest)
     cfg.model = {"name": model_section["name"], **to_dict(model_cfg)}
-    _check(cfg)
+    _check(cfg, cls.default_size)
     return cfg
 
 
@@ -136,30 +136,14 @@ def run_config_dict(cfg: RunConfig) -> dict:
     return to_dict(cfg)
 
 
-def _check(cfg: RunConfig) -> None:
+def _check(cfg: RunConfig, default_size: int) -> None:
+    """Checks across fields (single-field ranges are ``ranged`` metadata, checked while parsing)."""
     d, t = cfg.data, cfg.train
-    positive = {"data.batch_size": d.batch_size, "train.grad_accum": t.grad_accum, "train.log_every": t.log_every,
-                "train.sample_every": t.sample_every, "train.ckpt_every": t.ckpt_every,
-                "train.keep_last": t.keep_last, "train.nan_strikes": t.nan_strikes}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{key}: must be >= 1, got {value}")
-    if d.workers < 0:
-        raise ConfigError(f"data.workers: must be >= 0, got {d.workers}")
-    if d.size is not None and d.size < 8:
-        raise ConfigError(f"data.size: must be >= 8, got {d.size}")
-    if t.ema is not None and not 0.0 <= t.ema < 1.0:
-        raise ConfigError(f"train.ema: decay must be in [0, 1), got {t.ema}")
-    if not 0.0 <= t.lr_decay_start <= 1.0:
-        raise ConfigError(f"train.lr_decay_start: must be in [0, 1], got {t.lr_decay_start}")
-    if t.max_steps is not None and t.max_steps < 0:
-        raise ConfigError(f"train.max_steps: must be >= 0, got {t.max_steps}")
-    if t.max_minutes is not None and t.max_minutes <= 0:
-        raise ConfigError(f"train.max_minutes: must be > 0, got {t.max_minutes}")
+    size = d.size or default_size
+    if d.resize not in (None, 0) and d.resize < size:
+        raise ConfigError(f"data.resize: must be 0, null or >= the crop size {size}, got {d.resize}")
     for name, n in t.phase_steps.items():
         if n < 0:
             raise ConfigError(f"train.phase_steps.{name}: must be >= 0, got {n}")
-    if t.eval_every < 0:
-        raise ConfigError(f"train.eval_every: must be >= 0, got {t.eval_every}")
     if t.eval_every and not t.eval_inputs:
         raise ConfigError("train.eval_every: needs train.eval_inputs (a held-out folder in the model's input domain)")

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -120,7 +121,48 @@ def no_sync(nets: list[nn.Module]):
 
 
 def launch(nproc: int, args: list[str]) -> int:
-    """Re-run ``toonlab train ARGS`` under torchrun with ``nproc`` local processes; returns its exit code."""
+    """Re-run ``toonlab train ARGS`` under torchrun with ``nproc`` local processes; returns its exit code.
+
+    torchrun runs in its own session (and starts each worker in another), so a terminal's Ctrl-C reaches only this
+    process: the first SIGINT/SIGTERM is passed to torchrun, which forwards it once to every worker (they finish
+    the step, checkpoint and exit); a second one SIGKILLs torchrun and its workers at once. Interrupted, it
+    returns 128 + the signal number."""
+    import signal
+
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "toonlab.cli", "train", *args]
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd, start_new_session=True)
+    got: list[int] = []
+
+    def forward(signum, frame):
+        got.append(signum)
+        try:
+            if len(got) == 1:
+                proc.send_signal(signum)
+                return
+            for pid in _children(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 128 + got[0] if got else code
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux /proc; empty elsewhere): torchrun's workers live in their own sessions."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:  # field 4 of /proc/PID/stat, after "pid (comm) state"
+            out.append(int(stat.parent.name))
+    return out

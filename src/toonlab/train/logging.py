@@ -1,11 +1,13 @@
 """Run logging (rank 0 only): ``metrics.jsonl`` (one JSON object per line), a rich progress bar with phase, step,
-ETA and the latest losses, and TensorBoard scalars + sample grids when tensorboard is installed."""
+ETA and the latest losses, TensorBoard scalars + sample grids when tensorboard is installed, and — when stdout is
+not a terminal (a file, a pipe, a batch job) — one plain line per metrics record on stdout."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -16,11 +18,14 @@ class RunLogger:
     """``log(record)`` appends to metrics.jsonl and TensorBoard; ``progress(...)`` drives the bar."""
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, *, enabled: bool = True,
-                 progress: bool = True, tensorboard: bool = True):
+                 progress: bool = True, tensorboard: bool = True, lines: int = 0):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
         self._bar = None
+        self.total, self.start_step, self._t0 = total_steps, start_step, time.monotonic()
+        self.lines = lines  # records in metrics.jsonl (a training state stores it: a resume drops later lines)
+        self.plain = enabled and not sys.stdout.isatty()
         if not enabled:
             return
         if tensorboard:
@@ -47,11 +52,25 @@ class RunLogger:
         line = json.dumps({k: _jsonable(v) for k, v in record.items()})
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
+        self.lines += 1
+        if self.plain and "phase" in record:
+            print(self._plain_line(record), flush=True)
         if self._tb is not None:
             step = record.get("step", 0)
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(k, v, step)
+
+    def _plain_line(self, r: dict) -> str:
+        """``step 40/400  adv  12.5 img/s  D/loss=0.5123  G/loss=3.201  ETA 0:01:23`` (ETA from this run's pace)."""
+        step = r["step"]
+        done, elapsed = step - self.start_step, time.monotonic() - self._t0
+        eta = elapsed / done * max(self.total - step, 0) if done > 0 else None
+        losses = "  ".join(f"{k}={v:.4g}" for k, v in r.items() if "/" in k and not k.startswith("lr/")
+                           and isinstance(v, float))
+        parts = [f"step {step}/{self.total}", r["phase"], f"{r.get('images_per_s', 0.0):.1f} img/s", losses,
+                 "ETA " + (_hms(eta) if eta is not None else "?")]
+        return "  ".join(p for p in parts if p)
 
     def image(self, tag: str, grid: torch.Tensor, step: int) -> None:
         """grid (3,H,W) in [0, 1]."""
@@ -70,6 +89,11 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def _jsonable(v):

@@ -6,9 +6,14 @@ Step's networks get gradients (all others are frozen), ``training_step`` gives `
 Adam update (betas and lr from the Step, optional linear decay), ``model.after_optimizer_step``. Phases last
 ``epochs`` passes over the photo set (or ``train.phase_steps``); an optimiser per Step is created when its phase
 begins. Non-finite losses skip their Step; after ``nan_strikes`` of them the last good weights and optimiser
-states are restored. Rank 0 writes the run dir: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``samples/``,
-``checkpoints/`` (``export-XXXXXXX.safetensors``, ``state-XXXXXXX.safetensors``, ``latest.safetensors``,
-``best.safetensors``).
+states are restored. Rank 0 writes the run dir under a lock (``train.lock``): ``config.yaml``, ``env.json``,
+``metrics.jsonl``, ``samples/``, ``checkpoints/`` (``export-XXXXXXX.safetensors``, ``state-XXXXXXX.safetensors``,
+``latest.safetensors``, ``best.safetensors``) and, after a resume that changed settings, ``overrides.jsonl``.
+
+Exactness: checkpoints *on the schedule* (every ``ckpt_every`` steps and the last step) judge ``best`` and clear
+its metric window before the state is taken; a *stop* checkpoint (SIGINT/SIGTERM, ``max_steps``, ``max_minutes``)
+saves the state as it is and is deleted once a later checkpoint exists, and samples / log lines follow the schedule
+only, so a run split by any number of stops and kills ends with the same run dir as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import contextlib
 import copy
 import json
 import math
+import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,18 +38,37 @@ import torch
 import yaml
 from torch import nn
 
-from toonlab.checkpoint import atomic_write, save_export, strip_prefixes
+from toonlab.checkpoint import atomic_write, check_model_size, remove_temp_files, save_export, strip_prefixes
 from toonlab.device import resolve_device
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.models.base import Model, Phase, Step
 from toonlab.train import distributed as D
-from toonlab.train.checkpoint import load_state, read_init_weights, rng_state, save_state, set_rng_state
+from toonlab.train.checkpoint import (
+    RunLock,
+    load_state,
+    read_init_weights,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
 from toonlab.train.config import RunConfig, load_run_config, resolve_run_config, run_config_dict
 from toonlab.train.logging import RunLogger
 
 STATE_GLOB = "state-*.safetensors"
 EXPORT_GLOB = "export-*.safetensors"
+# Settings a resume may change without breaking exactness (they only decide when to stop, log, sample or save,
+# where to run, or, for phase_steps, close a phase early as documented); anything else is refused.
+RESUME_SAFE = {"train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every", "train.ckpt_every",
+               "train.keep_last", "train.progress", "train.tensorboard", "train.phase_steps", "train.nan_strikes",
+               "train.max_restores", "train.device", "data.workers", "data.val_photos", "data.val_count"}
 
+
+class TrainingAborted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM during training: stop at once, without a checkpoint."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -86,20 +112,25 @@ class _EMAExport:
 
 
 class Trainer:
-    """``Trainer(cfg).fit()``; ``resume=True`` continues the run in ``cfg.train.run_dir`` exactly;
-    ``init_from`` loads weights (export or training state) into a new run."""
+    """``Trainer(cfg).fit()``; ``resume=True`` continues the run in ``cfg.train.run_dir`` exactly (``changes``:
+    the settings a resume changed, recorded in the run dir); ``init_from`` loads weights (export or training
+    state) into a new run."""
 
-    def __init__(self, cfg: RunConfig, *, resume: bool = False, init_from: str | Path | None = None):
+    def __init__(self, cfg: RunConfig, *, resume: bool = False, init_from: str | Path | None = None,
+                 changes: dict | None = None):
         from toonlab.data.datasets import UnpairedDataset, discover
         from toonlab.models import build_model
 
         self.cfg = cfg
         t, d = cfg.train, cfg.data
+        check_model_size(cfg.model_name, cfg.model_fields(), "model")  # before any weight is allocated
         info = D.env_info()
         self.device = resolve_device(t.device, info.local_rank, key="train.device")
         self.dist = D.setup(self.device)
         self.run_dir = Path(t.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.lock = RunLock(self.run_dir)
+        self._signal: int | None = None
         self.amp = t.amp
         if t.amp != "none" and self.device.type != "cuda":
             print(f"warning: train.amp={t.amp} needs CUDA; training in fp32 on {self.device}", file=sys.stderr)
@@ -112,7 +143,10 @@ class Trainer:
             #                            and a resumed run keeps it (or stops in one line if it is missing)
             from toonlab.nn.perceptual import resolve_perceptual
 
-            cfg.model["perceptual"] = resolve_perceptual(cfg.model["perceptual"])
+            asked, cfg.model["perceptual"] = cfg.model["perceptual"], resolve_perceptual(cfg.model["perceptual"])
+            if self.dist.is_main:  # never silent: which network the content losses run on
+                print(f"perceptual backbone: {cfg.model['perceptual']}" + (" (auto)" if asked == "auto" else ""),
+                      file=sys.stderr)
         _seed_all(t.seed)
         self.model: Model = build_model(cfg.model_name, cfg.model_fields())
         if self.dist.rank:  # same initial weights on every rank (DDP also broadcasts), own randomness after
@@ -140,45 +174,103 @@ class Trainer:
         self.strikes = 0
         self.restores = 0
         self.best: float | None = None
-        self.window: dict[str, list[float]] = {}  # best_metric values since the last checkpoint
+        self.window: dict[str, list[float]] = {}  # best_metric values since the last scheduled checkpoint
+        self.log_sums: dict[str, float] = {}  # logged values since the last metrics line, and their counts
+        self.log_counts: dict[str, int] = {}
+        self.metrics_lines = 0  # lines of metrics.jsonl that belong to the steps done
         self.phase_name: str | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.scalers: dict[str, torch.amp.GradScaler] = {}
         self.ema: nn.Module | None = None
 
-        state = None
-        if resume:
-            state = load_state(self._latest_state())
-            self._load_networks(state["networks"])
-        elif init_from is not None:
-            self._init_from(init_from)
-        self.model.to(self.device)
-        if self.dist.enabled:
-            D.wrap_networks(self.model.networks, self.device, t.sync_bn, t.ddp_find_unused)
-        if t.ema is not None:
-            with D.unwrapped(self.model.networks):
-                live = self.model.translator()
-                self.ema = copy.deepcopy(live).eval().requires_grad_(False)
-                self._ema_pairs = list(zip(self.ema.parameters(), live.parameters()))
-                self._ema_buffers = list(zip(self.ema.buffers(), live.buffers()))
-        if state is not None:
-            self._load_state(state)
-        elif self.dist.is_main:
-            self._start_run_dir()
+        # rank 0 owns the run dir; every rank learns whether it could take it before going on
+        error = None
+        if self.dist.is_main:
+            try:
+                self._open_run_dir(resume)
+            except ToonlabError as e:
+                error = e
+        if not D.all_true(error is None, self.device):
+            self.lock.release()
+            raise error if error is not None else ToonlabError("rank 0 could not open the run dir")
+        try:
+            state = None
+            if resume:
+                state = self._pick_state()
+                self._load_networks(state["networks"])
+            elif init_from is not None:
+                self._init_from(init_from)
+            self.model.to(self.device)
+            if self.dist.enabled:
+                D.wrap_networks(self.model.networks, self.device, t.sync_bn, t.ddp_find_unused)
+            if t.ema is not None:
+                with D.unwrapped(self.model.networks):
+                    live = self.model.translator()
+                    self.ema = copy.deepcopy(live).eval().requires_grad_(False)
+                    self._ema_pairs = list(zip(self.ema.parameters(), live.parameters()))
+                    self._ema_buffers = list(zip(self.ema.buffers(), live.buffers()))
+            if state is not None:
+                self._load_state(state)
+                if self.dist.is_main:
+                    self._resumed_run_dir(state, changes or {})
+            elif self.dist.is_main:
+                self._start_run_dir()
+        except BaseException:
+            self.lock.release()
+            raise
         D.barrier()
 
     # -- run dir / resume ---------------------------------------------------------------------------------
-    def _latest_state(self) -> Path:
-        states = sorted(self.ckpt_dir.glob(STATE_GLOB))
-        if not states:
-            raise UsageError(f"--resume: no training state ({STATE_GLOB}) in {self.ckpt_dir}")
-        return states[-1]
-
-    def _start_run_dir(self) -> None:
-        if any(self.ckpt_dir.glob(STATE_GLOB)):
+    def _open_run_dir(self, resume: bool) -> None:
+        """Rank 0: refuse a new run over an old one, take the lock, delete temp files of killed writes."""
+        if not resume and any(self.ckpt_dir.glob(STATE_GLOB)):
             raise UsageError(f"train.run_dir: {self.run_dir} already holds a run; use --resume {self.run_dir} "
                              f"or another train.run_dir")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ToonlabError(f"train.run_dir: cannot create {self.run_dir} ({e.strerror})") from None
+        self.lock.acquire()
+        n = sum(remove_temp_files(f) for f in (self.run_dir, self.ckpt_dir, self.run_dir / "samples") if f.is_dir())
+        if n:
+            print(f"note: removed {n} temp file(s) left by interrupted writes in {self.run_dir}", file=sys.stderr)
+
+    def _pick_state(self) -> dict:
+        """The newest training state that loads and verifies (checksum); says so when it is not the newest."""
+        states = sorted(self.ckpt_dir.glob(STATE_GLOB), reverse=True)
+        if not states:
+            raise UsageError(f"--resume: no training state ({STATE_GLOB}) in {self.ckpt_dir}")
+        for i, path in enumerate(states):
+            try:
+                state = load_state(path)
+            except ToonlabError as e:
+                if i == 0:
+                    first_error = e
+                continue
+            if i and self.dist.is_main:
+                print(f"note: resuming from {path.name}: {states[0].name} is unusable ({first_error})",
+                      file=sys.stderr)
+            return state
+        raise ToonlabError(f"--resume: no usable training state in {self.ckpt_dir} "
+                           f"({len(states)} tried; newest: {first_error})")
+
+    def _resumed_run_dir(self, state: dict, changes: dict) -> None:
+        """Rank 0 after loading ``state``: drop metrics lines written after it (a kill), record changed settings."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if "metrics_lines" in state and metrics.is_file():
+            lines = metrics.read_text(encoding="utf-8").splitlines(keepends=True)
+            if len(lines) > state["metrics_lines"]:
+                text = "".join(lines[: state["metrics_lines"]])
+                atomic_write(metrics, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        if changes:
+            text = yaml.safe_dump(run_config_dict(self.cfg), sort_keys=False)
+            atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+            rec = {"step": self.step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}}
+            with open(self.run_dir / "overrides.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
+
+    def _start_run_dir(self) -> None:
         text = yaml.safe_dump(run_config_dict(self.cfg), sort_keys=False)
         atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         env = {"git_commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
@@ -223,6 +315,8 @@ class Trainer:
             "step": self.step, "position": self.position, "epoch": self.epoch, "phase": self.phase_name,
             "skipped_images": self.skipped_images, "strikes": self.strikes, "restores": self.restores,
             "best": self.best, "window": self.window, "networks": nets,
+            "log": {"sums": self.log_sums, "counts": self.log_counts},
+            "metrics_lines": self.logger.lines if hasattr(self, "logger") else self.metrics_lines,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -236,6 +330,9 @@ class Trainer:
         self.step, self.position, self.epoch = s["step"], s["position"], s["epoch"]
         self.skipped_images, self.strikes, self.restores = s["skipped_images"], s["strikes"], s["restores"]
         self.best, self.window = s["best"], s["window"]
+        if "log" in s:
+            self.log_sums, self.log_counts = dict(s["log"]["sums"]), dict(s["log"]["counts"])
+            self.metrics_lines = s["metrics_lines"]
         # the saved phase's optimisers continue; if phase_steps were changed so that it no longer runs at this
         # step, the loop starts the next phase with fresh optimisers as usual
         saved = [sp for sp in self.spans if sp.phase.name == s["phase"]]
@@ -297,7 +394,8 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------------
     def fit(self) -> dict:
-        """Train until ``stop_step``; returns {"step", "run_dir", "export", "state"}."""
+        """Train until ``stop_step`` (or a SIGINT/SIGTERM: finish the step, checkpoint, stop); returns {"step",
+        "run_dir", "export", "state", "interrupted" (the signal's name or None)}. Releases the run dir lock."""
         from toonlab.data.datasets import StreamSampler, make_loader
 
         t, d = self.cfg.train, self.cfg.data
@@ -305,7 +403,7 @@ class Trainer:
                                 self.dist.rank, self.dist.world)
         loader = make_loader(self.dataset, sampler, d.batch_size, d.workers, self.device.type == "cuda")
         self.logger = RunLogger(self.run_dir, self.stop_step, self.step, enabled=self.dist.is_main,
-                                progress=t.progress, tensorboard=t.tensorboard)
+                                progress=t.progress, tensorboard=t.tensorboard, lines=self.metrics_lines)
         self.val = self._val_images() if self.dist.is_main else None
         if t.eval_every and self.dist.is_main:  # held-out scoring every eval_every epochs (train/eval_hook.py)
             from toonlab.train.eval_hook import EvalHook
@@ -315,12 +413,12 @@ class Trainer:
             eval_hook = None
         self.model.train()
         good = self._snapshot()
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
         last_log = time.perf_counter()
-        steps_since_log = 0
+        steps_timed = 0  # for images/s only: the sums themselves are training state
         epoch_told = None  # set_epoch is (re)called at the start of every fit, so resumed models get it too
         deadline = None if t.max_minutes is None else time.monotonic() + 60 * t.max_minutes
+        interrupted = None
+        previous = self._catch_signals()  # before the loader forks workers, which inherit the handlers
         try:
             it = iter(loader)
             while self.step < self.stop_step:
@@ -344,38 +442,77 @@ class Trainer:
                     self.strikes = 0
                     self.logger.log({"step": self.step, "event": "restored_last_good_state"})
                 self.step += 1
-                steps_since_log += 1
+                steps_timed += 1
                 for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                    counts[k] = counts.get(k, 0) + 1
+                    self.log_sums[k] = self.log_sums.get(k, 0.0) + v
+                    self.log_counts[k] = self.log_counts.get(k, 0) + 1
                 if t.best_metric in logs:
                     self.window.setdefault(t.best_metric, []).append(logs[t.best_metric])
                 self.logger.progress(self.step, span.phase.name, logs)
                 out_of_time = deadline is not None and not D.all_true(time.monotonic() < deadline, self.device)
-                last = self.step == self.stop_step or out_of_time
-                if self.step % t.log_every == 0 or last:
+                signalled = not D.all_true(self._signal is None, self.device)  # every rank stops at the same step
+                final = self.step == self.total_steps
+                if self.step % t.log_every == 0 or final:
                     now = time.perf_counter()
                     rec = {"step": self.step, "epoch": self.epoch, "phase": span.phase.name,
-                           **{k: sums[k] / counts[k] for k in sums},
+                           **{k: self.log_sums[k] / self.log_counts[k] for k in self.log_sums},
                            **{f"lr/{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()},
-                           "images_per_s": steps_since_log * self.images_per_step / max(now - last_log, 1e-9),
+                           "images_per_s": steps_timed * self.images_per_step / max(now - last_log, 1e-9),
                            "skipped_images": self.skipped_images, "restores": self.restores}
                     self.logger.log(rec)
-                    sums, counts, steps_since_log, last_log = {}, {}, 0, now
-                if self.step % t.sample_every == 0 or last:
+                    self.log_sums, self.log_counts, steps_timed, last_log = {}, {}, 0, now
+                if self.step % t.sample_every == 0 or final:
                     self._sample()
                 if eval_hook is not None:
                     eval_hook.maybe_run(self)
-                if self.step % t.ckpt_every == 0 or last:
-                    self._checkpoint()
+                scheduled = self._scheduled(self.step)
+                if scheduled or signalled or out_of_time or self.step == self.stop_step:
+                    self._checkpoint(scheduled)
                     good = self._snapshot()
+                if signalled:
+                    interrupted = signal.Signals(self._signal or signal.SIGTERM).name
+                    break
                 if out_of_time:
                     break
         finally:
+            self._restore_signals(previous)
             self.logger.close()
+            self.lock.release()
         latest = sorted(self.ckpt_dir.glob(STATE_GLOB))
         return {"step": self.step, "run_dir": str(self.run_dir),
-                "export": str(self.ckpt_dir / "latest.safetensors"), "state": str(latest[-1]) if latest else None}
+                "export": str(self.ckpt_dir / "latest.safetensors"), "state": str(latest[-1]) if latest else None,
+                "interrupted": interrupted}
+
+    def close(self) -> None:
+        """Release the run dir lock (``fit`` does it; for a Trainer that is built but never fitted)."""
+        self.lock.release()
+
+    # -- signals ------------------------------------------------------------------------------------------
+    def _catch_signals(self) -> dict | None:
+        """SIGINT/SIGTERM: the first asks for a checkpoint after the current step, the second aborts at once.
+        Only the main thread can install handlers (a Trainer fitted in another thread keeps the defaults)."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        owner = os.getpid()
+
+        def handler(signum, frame):
+            if os.getpid() != owner:  # a DataLoader worker (forked with this handler): the trainer decides
+                return
+            if self._signal is not None:
+                raise TrainingAborted(signum)
+            self._signal = signum
+            if self.dist.is_main:
+                print(f"\n{signal.Signals(signum).name}: finishing step {self.step + 1}, then saving a "
+                      f"checkpoint (send it again to abort without one)", file=sys.stderr, flush=True)
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    @staticmethod
+    def _restore_signals(previous: dict | None) -> None:
+        for s, h in (previous or {}).items():
+            signal.signal(s, h)
 
     def _to_device(self, batch: dict) -> dict:
         self.skipped_images += int(batch.pop("_skipped").sum())
@@ -475,28 +612,52 @@ class Trainer:
         write_image(self.run_dir / "samples" / f"step-{self.step:06d}.png", grid, overwrite=True)
         self.logger.image("samples", grid, self.step)
 
-    def _checkpoint(self) -> None:
+    def _scheduled(self, step: int) -> bool:
+        return step % self.cfg.train.ckpt_every == 0 or step == self.total_steps
+
+    def _checkpoint(self, scheduled: bool) -> None:
+        """Write export, best (scheduled and improved), latest, then the state — last, because --resume trusts
+        the newest state and the files it stands for must exist before it. Collective under DDP."""
+        t = self.cfg.train
+        improved = False
+        if scheduled:  # best and its window change on the schedule only, and before the state is taken
+            values = self.window.get(t.best_metric, [])
+            if values:
+                value = float(np.mean(values))
+                if math.isfinite(value) and (self.best is None or value < self.best):
+                    self.best, improved = value, True
+            self.window = {}
         state = self._state()  # collective under DDP: every rank calls it
         if not self.dist.is_main:
             return
-        t = self.cfg.train
         extra = {"step": self.step, "epoch": self.epoch, "phase": self.phase_name}
         export = self.ckpt_dir / f"export-{self.step:07d}.safetensors"
         with D.unwrapped(self.model.networks):
             src = _EMAExport(self.model, self.ema) if self.ema is not None else self.model
             save_export(src, export, extra=extra)
-        save_state(self.ckpt_dir / f"state-{self.step:07d}.safetensors", state)
+        if improved:
+            _copy_atomic(export, self.ckpt_dir / "best.safetensors")
         _copy_atomic(export, self.ckpt_dir / "latest.safetensors")
-        values = self.window.get(t.best_metric, [])
-        if values:
-            value = float(np.mean(values))
-            if math.isfinite(value) and (self.best is None or value < self.best):
-                self.best = value
-                _copy_atomic(export, self.ckpt_dir / "best.safetensors")
-        self.window = {}
+        save_state(self.ckpt_dir / f"state-{self.step:07d}.safetensors", state)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the newest ``keep_last`` scheduled states/exports and the current one; stop checkpoints go once
+        a later checkpoint exists (an uninterrupted run never had them)."""
         for pattern in (STATE_GLOB, EXPORT_GLOB):
-            for old in sorted(self.ckpt_dir.glob(pattern))[: -t.keep_last]:
-                old.unlink(missing_ok=True)
+            files = [(p, _step_of(p)) for p in sorted(self.ckpt_dir.glob(pattern))]
+            files = [(p, s) for p, s in files if s is not None]
+            keep = {p for p, s in [f for f in files if self._scheduled(f[1])][-self.cfg.train.keep_last:]}
+            keep |= {p for p, s in files if s == self.step}
+            for p, _ in files:
+                if p not in keep:
+                    p.unlink(missing_ok=True)
+
+
+def _step_of(path: Path) -> int | None:
+    """7-digit step of ``state-0000012.safetensors`` / ``export-…``; None for other names."""
+    tail = path.name.split("-", 1)[-1].split(".", 1)[0]
+    return int(tail) if tail.isdigit() else None
 
 
 def _to_device(obj, device: torch.device):
@@ -531,23 +692,50 @@ def _git_commit() -> str | None:
 def train(config: str | Path | None, overrides: list[str] | tuple[str, ...] = (), *,
           resume: str | Path | None = None, init_from: str | Path | None = None) -> dict:
     """Library entry of ``toonlab train``: a new run from ``config`` (+ overrides), or ``resume`` a run dir
-    (its ``config.yaml`` + overrides such as ``train.max_steps=...``)."""
+    (its ``config.yaml`` + overrides that keep the run exact, see RESUME_SAFE: e.g. ``train.max_steps=...``)."""
     from toonlab.config import load_yaml
 
+    changes = None
     if resume is not None:
         if init_from is not None or config is not None:
             raise UsageError("--resume RUN_DIR takes its config from the run dir: give no CONFIG and no --init-from")
         run_dir = Path(resume)
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume: {run_dir} is not a run dir (no config.yaml)")
-        cfg = resolve_run_config(load_yaml(run_dir / "config.yaml"), list(overrides))
+        saved = load_yaml(run_dir / "config.yaml")
+        cfg = resolve_run_config(saved, list(overrides))
+        changes = resume_changes(resolve_run_config(saved), cfg)
         cfg.train.run_dir = str(run_dir)
     else:
         if config is None:
             raise UsageError("give a CONFIG file (or --resume RUN_DIR)")
         cfg = load_run_config(config, list(overrides))
-    trainer = Trainer(cfg, resume=resume is not None, init_from=init_from)
+    trainer = Trainer(cfg, resume=resume is not None, init_from=init_from, changes=changes)
     try:
         return trainer.fit()
     finally:
+        trainer.close()
         D.teardown()
+
+
+def resume_changes(old: RunConfig, new: RunConfig) -> dict[str, tuple]:
+    """Dotted settings that ``new`` changes relative to the run's saved ``old`` config → (old, new); raises
+    UsageError (one line) for any that would break an exact resume (outside RESUME_SAFE)."""
+    a, b = _flat(run_config_dict(old)), _flat(run_config_dict(new))
+    changed = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    for key, (was, now) in changed.items():
+        if key not in RESUME_SAFE:
+            raise UsageError(f"--resume: {key}={now!r} would change the run (it was {was!r}) and break an exact "
+                             f"resume; start a new run from its weights instead (--init-from)")
+    return changed
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key != "train.phase_steps":
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
