@@ -38,9 +38,10 @@ def _multipart(png: bytes, boundary: str = "b0undary") -> tuple[bytes, dict]:
     return body, {"content-type": f"multipart/form-data; boundary={boundary}"}
 
 
-def _dribble(port: int, head: bytes, drip: bytes, result: dict, period: float = 0.5, max_drips: int = 16):
-    """Send ``head`` at once, then ``drip`` one byte every ``period`` s until the server closes (bounded);
-    ``result`` gets the seconds it took and the first bytes the server answered."""
+def _dribble(port: int, head: bytes, drip: bytes, result: dict, period: float = 0.5, max_drips: int = 16,
+             stop: threading.Event | None = None):
+    """Send ``head`` at once, then ``drip`` one byte every ``period`` s until the server closes (bounded; or until
+    ``stop``); ``result`` gets the seconds it took and the first bytes the server answered."""
     t0 = time.monotonic()
     answer = b""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -48,6 +49,9 @@ def _dribble(port: int, head: bytes, drip: bytes, result: dict, period: float = 
         try:
             s.sendall(head)
             for i in range(max_drips):
+                if stop is not None and stop.is_set():
+                    result["closed_after"] = None
+                    return
                 s.sendall(drip[i % len(drip):i % len(drip) + 1])
                 try:
                     chunk = s.recv(4096)
@@ -109,6 +113,34 @@ def test_slow_clients_are_closed_and_normal_requests_still_200(guarded, photo_sm
     time.sleep(0.2)
     statuses = [json.loads(line)["status"] for line in log.read_text().splitlines()]
     assert statuses.count(408) >= len(clients)  # header timeouts logged by the protocol, body ones by the app
+
+
+def test_slow_clients_holding_every_slot_make_room_for_others(photo_small):
+    """Six slow connections hold all of --max-connections 6 (timeouts far away): a new client still gets 200,
+    because the connections that waited longest for their headers are closed (408) to make room for it."""
+    cfg = ServeConfig(max_connections=6, header_timeout_s=30.0, body_timeout_s=30.0, evict_after_s=0.5,
+                      access_log=None)
+    with running_server(cfg, {"negative": ServedModel("negative", "test", _negative)}) as url:
+        port = int(url.rsplit(":", 1)[1])
+        stop = threading.Event()
+        results = [{} for _ in range(6)]
+        threads = [threading.Thread(target=_dribble, daemon=True,
+                                    args=(port, b"GET /healthz HTTP/1.1\r\n", b"X-Slow: abcdefghijklmnopqrstuvwxyz",
+                                          res, 0.5, 30, stop)) for res in results]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)  # all six connected and older than evict_after_s
+        body, headers = _multipart(encode(photo_small))
+        for _ in range(3):
+            r = httpx.post(f"{url}/v1/cartoonize", content=body, headers=headers, timeout=30)
+            assert r.status_code == 200, r.text
+        stop.set()
+        for t in threads:
+            t.join(10)
+    evicted = [res for res in results if res.get("closed_after") is not None]
+    assert len(evicted) >= 2, results  # at least the room for one request (6 + 1 > 6 - 1)
+    for res in evicted:
+        assert res["answer"].startswith(b"HTTP/1.1 408 ") and b"connection slots are taken" in res["answer"]
 
 
 def test_idle_connection_is_closed_silently(guarded):

@@ -13,6 +13,9 @@ mod_reqtimeout (``header=…``, ``body=…,MinRate=…``):
   Time during which the server itself stopped reading (flow control: the app has not consumed what it holds) is
   not counted against the client.
 
+When every slot of ``--max-connections`` is taken, a new connection closes the one that has waited longest (over
+``evict_after_s``) for its request headers, so slow clients holding all slots cannot turn everyone else away.
+
 A connection that misses its deadline is closed, after a ``408`` with a one-line JSON ``detail`` when it had
 started a request and no answer has begun; the app sees a disconnect and the access log records 408.
 """
@@ -48,6 +51,7 @@ def guarded_protocol(config: ServeConfig, on_header_timeout: Callable[[dict], No
     them), with ``client`` and ``detail``; body timeouts reach the app as a disconnect marked in its scope.
     """
     header_s, body_s, rate = config.header_timeout_s, config.body_timeout_s, config.min_upload_rate
+    evict_s = config.evict_after_s
 
     class GuardedH11Protocol(H11Protocol):
         def connection_made(self, transport):
@@ -56,6 +60,21 @@ def guarded_protocol(config: ServeConfig, on_header_timeout: Callable[[dict], No
             self._seen_cycle = None
             self._phase: str | None = None
             self._enter("headers")  # an open connection that sends nothing is a slow client too
+            if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
+                self._make_room()
+
+        def _make_room(self) -> None:
+            """All slots taken: this connection's request would get 503. Close the connection that has waited
+            longest for its request headers, if longer than ``evict_after_s`` (slow clients and idle keep-alives;
+            a real client sends its headers in milliseconds), so slow clients cannot starve the others."""
+            now = time.monotonic()
+            waiting = sorted((c for c in self.connections if c is not self and getattr(c, "_phase", None) == "headers"
+                              and now - c._start > evict_s), key=lambda c: c._start)
+            # uvicorn admits a request while len(connections) < limit, this connection included
+            for oldest in waiting[:len(self.connections) - self.limit_concurrency + 1]:
+                self.connections.discard(oldest)  # its connection_lost comes on a later loop turn
+                oldest._expire(now, f"request headers not complete after {now - oldest._start:.1f} s while all "
+                                    f"connection slots are taken")
 
         def connection_lost(self, exc):
             self._enter(None)
@@ -112,15 +131,15 @@ def guarded_protocol(config: ServeConfig, on_header_timeout: Callable[[dict], No
             else:
                 self._expire(now)
 
-        def _expire(self, now: float) -> None:
-            elapsed = now - self._start
-            if self._phase == "headers":
+        def _expire(self, now: float, detail: str | None = None) -> None:
+            """408 (if a request had begun and no answer has) and close; ``detail`` defaults to the deadline missed."""
+            if detail is None and self._phase == "headers":
                 detail = f"request headers not complete within {header_s:g} s"
-            elif now - self._last >= body_s:
+            elif detail is None and now - self._last >= body_s:
                 detail = f"no request body bytes for {body_s:g} s"
-            else:
-                detail = (f"request body too slow: {self._received} bytes in {elapsed:.1f} s (the minimum is "
-                          f"{rate:g} bytes/s after {body_s:g} s)")
+            elif detail is None:
+                detail = (f"request body too slow: {self._received} bytes in {now - self._start:.1f} s (the minimum "
+                          f"is {rate:g} bytes/s after {body_s:g} s)")
             cycle = self.cycle if self._phase == "body" else None
             started = self._received > 0
             self._enter(None)
