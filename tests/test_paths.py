@@ -68,9 +68,10 @@ def test_an_output_is_never_one_of_the_inputs(tree):
     assert "0 done, 0 skipped, 2 failed" in r.output
     assert r.output.count("is one of the inputs") == 2 and "Traceback" not in r.output
     assert _files(tree / "photos") == before
-    # a video named with -o its own folder would be written over itself
+    # a video whose output name in -o is a hard link to the video itself
     (tree / "clip.mp4").write_bytes(b"not really a video")
-    r = _cartoonize("clip.mp4", "-o", ".", "--overwrite")
+    os.link(tree / "clip.mp4", tree / "out/clip.mp4")
+    r = _cartoonize("clip.mp4", "-o", "out", "--overwrite")
     assert r.exit_code == 1 and "clip.mp4 is one of the inputs" in r.output, r.output
     assert (tree / "clip.mp4").read_bytes() == b"not really a video"
 
@@ -96,6 +97,8 @@ def test_symlink_loop_fails_alone(tree):
     assert "1 done, 0 skipped, 2 failed" in r.output and "Traceback" not in r.output
     assert "failed: loop.png: symlink loop" in r.output and "failed: ring1: symlink loop" in r.output
     assert (tree / "out/a.png").is_file()
+    r = _cartoonize("loop.png", "-o", "out")  # nothing but a loop: it fails, no usage error
+    assert r.exit_code == 1 and "0 done, 0 skipped, 1 failed" in r.output, r.output
     r = _cartoonize("photos/a.png", "-o", "ring1")  # the output folder itself: a usage error, one line
     assert r.exit_code == 2 and "symlink loop" in r.output
 
