@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
-from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import FormData
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
@@ -192,8 +192,8 @@ class Gate:
             length = headers.get("content-length", "")
             host = _host_name(headers.get("host", ""))
             if not self._host_allowed(host):  # DNS rebinding: a foreign name resolving to our address
-                await reject(421, f"host {host!r} is not served here (allowed: {', '.join(self.config.allowed_hosts)}; "
-                                  f"see --allowed-hosts)")
+                await reject(421, f"host {host[:100]!r} is not served here (allowed: "
+                                  f"{', '.join(self.config.allowed_hosts)}; see --allowed-hosts)")
             elif path.startswith("/v1/") and self.config.api_key and not self._authorized(headers):
                 await reject(401, f"missing or wrong API key (send it as X-API-Key; the server reads it from "
                                   f"${API_KEY_ENV})", [(b"www-authenticate", b"Bearer")])
