@@ -24,6 +24,19 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(e.exit_code) from None
 
 
+def need_extra(extra: str, what: str, *modules: str) -> None:
+    """UsageError naming the extra to install when a module of an optional dependency is missing; ``a|b`` = either
+    module (a package renamed between versions). Checked before any work, so nothing is half done."""
+    import importlib.util
+
+    from toonlab.errors import UsageError
+
+    for spec in modules:
+        if all(importlib.util.find_spec(m) is None for m in spec.split("|")):
+            raise UsageError(f"{what} needs the [{extra}] extra ({spec.split('|')[0]} is not installed): "
+                             f"pip install 'toonlab[{extra}]'")
+
+
 def _typer(**kw) -> typer.Typer:
     return typer.Typer(cls=_OneLineErrors, no_args_is_help=True, add_completion=False,
                        pretty_exceptions_enable=False, rich_markup_mode="rich", **kw)
@@ -69,6 +82,11 @@ def prepare_synth(out: str = typer.Argument(..., help="Output folder."),
 
 
 _WORKERS = typer.Option(1, "--workers", "-j", help="Processes.")
+
+
+def _dotted(ext: str | None) -> str | None:
+    """``png`` or ``.PNG`` → ``.png`` (every --ext takes both spellings)."""
+    return None if ext is None else "." + ext.lower().lstrip(".")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Redo outputs that exist already (default: skip them).")
 
 
@@ -87,7 +105,7 @@ def prepare_frames(videos: list[str] = typer.Argument(..., help="Video files or 
                    min_std: float = typer.Option(12.0, help="Drop flatter frames (luma std)."),
                    min_sharpness: float = typer.Option(20.0, help="Drop blurrier frames (Laplacian var)."),
                    hash_threshold: int = typer.Option(6, help="pHash bits ≤ this = duplicate; -1 keeps all."),
-                   ext: str = typer.Option(".png", help="Output image format."),
+                   ext: str = typer.Option(".png", help="Output image format (png or .png, jpg, webp)."),
                    threads: str = typer.Option("AUTO", help="Decoder threading: AUTO|FRAME|SLICE|NONE."),
                    workers: int = _WORKERS, overwrite: bool = _OVERWRITE):
     """Sample training frames from videos (resumable; writes a manifest)."""
@@ -97,7 +115,7 @@ def prepare_frames(videos: list[str] = typer.Argument(..., help="Video files or 
 
     cfg = FrameConfig(every=every, scene_cuts=scene_cuts, cut_threshold=cut_threshold, skip_start=skip_start,
                       skip_end=skip_end, size=size, crop=crop, seed=seed, hash_threshold=hash_threshold,
-                      quality=QualityThresholds(min_luma, min_std, min_sharpness), ext=ext, threads=threads)
+                      quality=QualityThresholds(min_luma, min_std, min_sharpness), ext=_dotted(ext), threads=threads)
     raise typer.Exit(report(extract_frames(videos, out, cfg, workers=workers, overwrite=overwrite), "frames"))
 
 
@@ -119,7 +137,7 @@ def prepare_photos(src: str = typer.Argument(..., help="Photo folder (any nestin
     from toonlab.data.prepare.images import PhotoConfig
     from toonlab.data.prepare.images import prepare_photos as run
 
-    cfg = PhotoConfig(size=size, crop=crop, seed=seed, hash_threshold=hash_threshold, ext=ext,
+    cfg = PhotoConfig(size=size, crop=crop, seed=seed, hash_threshold=hash_threshold, ext=_dotted(ext),
                       quality=QualityThresholds(min_luma, min_std, min_sharpness))
     raise typer.Exit(report(run(src, out, cfg, workers=workers, overwrite=overwrite), "photos"))
 
@@ -310,6 +328,8 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
     from toonlab.paths import InputIds, unsafe_output
 
     videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
+    if videos:
+        need_extra("video", f"{command} of a video", "av")
     images = [p for p in inputs if not (is_video(p) and Path(p).is_file())]
     summary = BatchSummary()
     if images:
@@ -429,6 +449,9 @@ def export_cmd(checkpoint: str = typer.Argument(..., help="Export checkpoint (.s
                opset: int = typer.Option(17, "--opset", help="ONNX opset version.")):
     """Export a generator to ONNX or TorchScript (dynamic H/W) and compare it with PyTorch on a real photo."""
     from toonlab.infer.export import export_model
+
+    if fmt == "onnx":
+        need_extra("onnx", "export --format onnx", "onnx", "onnxruntime")
 
     res = export_model(checkpoint, out, fmt, opset=opset)
     h, w = res.photo_size
@@ -664,6 +687,7 @@ def serve_cmd(models: list[str] = typer.Option(None, "--model", "-m", help="Expo
     Set $TOONLAB_API_KEY to require that key (X-API-Key header) on /v1/*."""
     import os
 
+    need_extra("serve", "toonlab serve", "fastapi", "uvicorn", "python_multipart|multipart")
     from toonlab.serve.app import create_app
     from toonlab.serve.config import ServeConfig
     from toonlab.serve.server import serve
@@ -685,12 +709,25 @@ def serve_cmd(models: list[str] = typer.Option(None, "--model", "-m", help="Expo
 
 
 @app.command("models")
-def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint (.safetensors) to describe; "
-                                                          "omit to list the registered models.")):
+def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint (.safetensors) or an ONNX export "
+                                                          "(.onnx) to describe; omit to list the registered models.")):
     """List the registered models (networks, parameters, generator GFLOPs at the default size), or describe an
-    export checkpoint's model, config and styles."""
+    export checkpoint's (or ONNX export's) model, config and styles."""
     import json
 
+    if checkpoint and checkpoint.lower().endswith(".onnx"):
+        need_extra("onnx", "describing an ONNX file", "onnx")
+        meta = _onnx_metadata(checkpoint)
+        typer.echo(f"model: {meta.pop('toonlab_model')}")
+        typer.echo(f"styles: {', '.join(json.loads(meta.pop('toonlab_styles', '[]'))) or '-'}")
+        typer.echo(f"format: onnx (opset {meta.pop('opset')})")
+        config = json.loads(meta.pop("toonlab_config", "{}"))
+        for key in sorted(meta):
+            typer.echo(f"{key.removeprefix('toonlab_')}: {meta[key]}")
+        typer.echo("config:")
+        for key, value in config.items():
+            typer.echo(f"  {key}: {json.dumps(value)}")
+        return
     if checkpoint:
         from toonlab.checkpoint import read_export_metadata
 
@@ -717,6 +754,28 @@ def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint
         nets = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in s.params.items())
         styles = f"  styles: {', '.join(s.styles)}" if s.styles else ""
         typer.echo(f"{s.name:<12}{s.direction:<15}{s.default_size:>5}  {s.generator_gflops:>9.1f}  {nets}{styles}")
+
+
+def _onnx_metadata(path: str) -> dict[str, str]:
+    """The toonlab metadata (``toonlab_*`` props, written by ``toonlab export``) and opset of an ONNX file."""
+    from pathlib import Path
+
+    from toonlab.errors import ToonlabError, UsageError
+
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such ONNX file")
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf raises its own types for foreign/corrupt files
+        raise ToonlabError(f"{path}: not a readable ONNX file ({(str(e).splitlines() or [type(e).__name__])[0]})") \
+            from None
+    meta = {p.key: p.value for p in model.metadata_props if p.key.startswith("toonlab_")}
+    if "toonlab_model" not in meta:
+        raise ToonlabError(f"{path}: not exported by toonlab (no toonlab_model metadata)")
+    meta["opset"] = ", ".join(str(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")) or "?"
+    return meta
 
 
 def main() -> None:  # console-script entry point

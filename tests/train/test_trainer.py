@@ -190,3 +190,5 @@ def test_tensorboard_scalars_and_sample_grids(tmp_path, tiny_data):
     grid = (tr.run_dir / "samples" / "step-000003.png")
     from PIL import Image
     assert Image.open(grid).size == (2 * 16, 4 * 16)  # rows: 4 validation photos; columns: input | output
+    tb = acc.Images("samples")[0]  # TensorBoard's copy carries a header row naming the columns (photo | output)
+    assert (tb.width, tb.height) == (2 * 16, 4 * 16 + 12)

@@ -34,8 +34,11 @@ class RunLogger:
                     warnings.simplefilter("ignore")
                     from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
-            except ImportError:
+            except ImportError:  # the [tensorboard] extra is missing: say so once instead of writing nothing
                 self._tb = None
+                print("warning: train.tensorboard needs the [tensorboard] extra (tensorboard is not installed): "
+                      "pip install 'toonlab[tensorboard]', or train.tensorboard=false; metrics.jsonl has every "
+                      "record", file=sys.stderr)
         if progress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -111,6 +111,24 @@ class _EMAExport:
         return self._ema
 
 
+def labelled_columns(grid: torch.Tensor, labels: list[str]) -> torch.Tensor:
+    """grid (3,H,W) in [0,1] of ``len(labels)`` equal-width columns -> (3,H+h,W): a white header row of height h
+    naming each column in black (TensorBoard shows the grid without any other legend)."""
+    import cv2
+    import numpy as np
+
+    col = grid.shape[-1] // len(labels)
+    h = max(12, col // 8)
+    header = np.full((h, grid.shape[-1], 3), 255, np.uint8)
+    for i, text in enumerate(labels):
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)
+        scale = min((col - 4) / tw, (h - 4) / (th + base))  # fit the column's width and the header's height
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.putText(header, text, (i * col + (col - tw) // 2, (h - th - base) // 2 + th), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return torch.cat([torch.from_numpy(header).permute(2, 0, 1).float() / 255, grid.float()], dim=1)
+
+
 class Trainer:
     """``Trainer(cfg).fit()``; ``resume=True`` continues the run in ``cfg.train.run_dir`` exactly (``changes``:
     the settings a resume changed, recorded in the run dir); ``init_from`` loads weights (export or training
@@ -610,7 +628,9 @@ class Trainer:
         cols = [self.val.to(self.device)] + [((o.float() + 1) / 2).clamp(0, 1) for o in outs]
         grid = torch.cat([torch.cat(list(c), dim=1) for c in cols], dim=2).cpu()  # rows = images, cols = in|out…
         write_image(self.run_dir / "samples" / f"step-{self.step:06d}.png", grid, overwrite=True)
-        self.logger.image("samples", grid, self.step)
+        labels = ["cartoon" if self.model.direction == "cartoon2photo" else "photo"]
+        labels += [f"output {s}" for s in self.model.styles] if self.model.styles else ["output"]
+        self.logger.image("samples", labelled_columns(grid, labels), self.step)
 
     def _scheduled(self, step: int) -> bool:
         return step % self.cfg.train.ckpt_every == 0 or step == self.total_steps
