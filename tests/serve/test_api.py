@@ -239,6 +239,24 @@ def test_queue_full_503_then_recovers(photo_small):
         assert post(url, png, model="negative").status_code == 200
 
 
+def test_full_pool_answers_503_before_reading_the_upload(photo_small):
+    """While the pool is full, a new upload is turned away from its headers alone: its body is never awaited."""
+    blocker = Blocker()
+    cfg = ServeConfig(workers=1, queue_size=0, retry_after_s=3, access_log=None)
+    with running_server(cfg, _models(blocker.model())) as url, cf.ThreadPoolExecutor(1) as ex:
+        first = ex.submit(post, url, encode(photo_small), model="blocker")
+        assert blocker.running.acquire(timeout=10)
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/cartoonize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                      b"Content-Type: multipart/form-data; boundary=xyz\r\n\r\n")  # no body follows
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 3" in answer.lower(), answer
+        assert b"server busy: 1 requests already running or queued" in answer
+        blocker.release.set()
+        assert first.result().status_code == 200
+
+
 def test_timeout_504(photo_small):
     blocker = Blocker()
     cfg = ServeConfig(workers=1, queue_size=2, timeout_s=0.5, access_log=None)

@@ -131,14 +131,16 @@ class Gate:
     """Outermost ASGI layer: request id, Host check, API key on /v1/*, body-size limit, access log (499 for a client
     that left before its answer, 408 for one the connection protocol timed out).
 
-    Rejections here happen before the body is read. A body that grows past the limit while streaming (no or a
-    false Content-Length) is answered 413 at once; the app behind sees a disconnect and its output is dropped.
+    Rejections here happen before the body is read, 503 included when the worker pool is already full (a turned-away
+    upload then costs no parsing). A body that grows past the limit while streaming (no or a false Content-Length)
+    is answered 413 at once; the app behind sees a disconnect and its output is dropped.
     """
 
-    def __init__(self, app, config: ServeConfig, log: AccessLog):
+    def __init__(self, app, config: ServeConfig, log: AccessLog, pool: WorkerPool | None = None):
         self.app = app
         self.config = config
         self.log = log
+        self.pool = pool
         self.body_limit = config.max_upload_bytes + _BODY_SLACK
 
     async def __call__(self, scope, receive, send):
@@ -197,6 +199,9 @@ class Gate:
             elif path.startswith("/v1/") and self.config.api_key and not self._authorized(headers):
                 await reject(401, f"missing or wrong API key (send it as X-API-Key; the server reads it from "
                                   f"${API_KEY_ENV})", [(b"www-authenticate", b"Bearer")])
+            elif (self.pool is not None and path == "/v1/cartoonize" and self.pool.admitted >= self.pool.capacity
+                  and scope.get("method") == "POST"):  # full now: answered before the upload is read and parsed
+                await reject(503, self.pool.busy_message(), [(b"retry-after", str(self.config.retry_after_s).encode())])
             elif length.isdigit() and int(length) > self.body_limit:
                 await reject(413, f"request body of {length} bytes is over the limit of {self.body_limit} bytes "
                                   f"(upload limit {self.config.max_upload_bytes} bytes)")
@@ -378,7 +383,7 @@ def create_app(config: ServeConfig, models: dict[str, ServedModel] | None = None
                                                "--boundary-- (a cut or mis-framed upload)"}, status_code=400)
         return JSONResponse({"detail": _one_line_errors(exc.errors())}, status_code=422)
 
-    return _wrap(app, config, log)
+    return _wrap(app, config, log, pool)
 
 
 def _one_line_errors(errors) -> str:
@@ -402,12 +407,12 @@ def _swagger_assets() -> str | None:
     return swagger_ui_bundle.swagger_ui_path
 
 
-def _wrap(app: FastAPI, config: ServeConfig, log: AccessLog) -> FastAPI:
+def _wrap(app: FastAPI, config: ServeConfig, log: AccessLog, pool: WorkerPool) -> FastAPI:
     """Install the Gate as the outermost layer while keeping the FastAPI object (routes, OpenAPI, state)."""
     inner_build = app.build_middleware_stack
 
     def build():
-        return Gate(inner_build(), config, log)
+        return Gate(inner_build(), config, log, pool)
 
     app.build_middleware_stack = build
     return app

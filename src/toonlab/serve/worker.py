@@ -40,11 +40,14 @@ class WorkerPool:
         """Jobs running or waiting now."""
         return self._admitted
 
+    def busy_message(self) -> str:
+        return f"server busy: {self.capacity} requests already running or queued"
+
     def submit(self, fn: Callable, *args, **kwargs) -> Future:
         if self._closed:
             raise RuntimeError("worker pool is closed")
         if not self._slots.acquire(blocking=False):
-            raise QueueFull(f"server busy: {self.capacity} requests already running or queued")
+            raise QueueFull(self.busy_message())
         with self._lock:
             self._admitted += 1
         fut: Future = Future()
