@@ -318,33 +318,59 @@ def _load_translator(model: str | None, classic_knobs: dict | None, *, style, st
 
 
 def _run_translation(command: str, inputs: list[str], out: str, translator, *, suffix: str, ext: str | None,
-                     overwrite: bool, quality: int, progress: bool, smoothing: float, batch_size: int) -> None:
-    """Images through infer/batch.run_batch, videos through infer/video.translate_video; one summary line."""
+                     overwrite: bool, quality: int, progress: bool, smoothing: float, batch_size: int,
+                     verbose: bool = False) -> None:
+    """Images through infer/batch.run_batch, videos (files, or found in folders / globs) through
+    infer/video.translate_video; per-image (tiles) and per-frame progress on stderr; one summary line."""
     from pathlib import Path
 
     from toonlab.infer.batch import BatchSummary, run_batch
-    from toonlab.infer.video import is_video, translate_video
-    from toonlab.io import OutputExistsError
-    from toonlab.paths import InputIds, unsafe_output
+    from toonlab.infer.video import find_videos, is_video, translate_video
+    from toonlab.io import OutputExistsError, expand_inputs
+    from toonlab.paths import InputIds, contained_relative, symlink_loop, unsafe_output
 
-    videos = [Path(p) for p in inputs if is_video(p) and Path(p).is_file()]
+    if symlink_loop(out):
+        from toonlab.errors import UsageError
+
+        raise UsageError(f"{out}: the output folder is a symlink loop")
+    video_pairs = find_videos([p for p in inputs if not symlink_loop(p)], exclude=Path(out))  # loops: run_batch
+    videos = [v for v, _ in video_pairs]
     if videos:
         need_extra("video", f"{command} of a video", "av")
     images = [p for p in inputs if not (is_video(p) and Path(p).is_file())]
+    loops = [p for p in images if symlink_loop(p)]  # they fail alone in run_batch
+    if images and video_pairs and not expand_inputs([p for p in images if p not in loops], exclude=Path(out),
+                                                    keep_missing=True):
+        images = loops  # folders / globs holding only videos
+    if verbose:
+        typer.echo(f"backend: {getattr(translator.backend, 'name', 'torch')} "
+                   f"({translator.backend_note or translator.name})", err=True)
+
+    def translate_image(loaded, report=None):
+        y = translator.translate_tensor(loaded.rgb[None], progress=report)[0]
+        if verbose and translator.last_plan is not None:
+            typer.echo(f"{loaded.path}: {translator.last_plan.reason}", err=True)
+        return y
+
     summary = BatchSummary()
     if images:
-        summary = run_batch(images, out, lambda loaded: translator.translate_tensor(loaded.rgb[None])[0],
-                            suffix=suffix, ext=ext, overwrite=overwrite, progress=progress, quality=quality)
+        summary = run_batch(images, out, translate_image, suffix=suffix, ext=ext, overwrite=overwrite,
+                            progress=progress, quality=quality, sub_progress=progress)
     video_ids = InputIds(videos)
-    for video in videos:
-        dst = Path(out) / f"{video.stem}{suffix or ''}{video.suffix}"
+    for video, rel in video_pairs:
+        rel = contained_relative(video, rel)
+        dst = Path(out) / rel.parent / f"{video.stem}{suffix or ''}{video.suffix}"
         unsafe = unsafe_output(dst, Path(out), video_ids)  # e.g. `-o .` would write clip.mp4 over clip.mp4
         if unsafe:
             summary.failed.append((video, f"{video}: {unsafe}"))
             continue
         try:
-            res = translate_video(video, dst, translator.translate_tensor, batch_size=batch_size,
-                                  smoothing=smoothing, overwrite=overwrite)
+            with _frame_progress(video.name, progress) as report:
+                res = translate_video(video, dst, translator.translate_tensor, batch_size=batch_size,
+                                      smoothing=smoothing, overwrite=overwrite, progress=report)
+            if verbose and translator.last_plan is not None:
+                typer.echo(f"{video}: {res.frames} frames at {res.frames / max(res.seconds, 1e-9):.2f} frames/s; "
+                           f"{translator.last_plan.reason}", err=True)
         except OutputExistsError:
             summary.skipped.append(dst)
         except Exception as e:  # one bad video never stops the others
@@ -357,6 +383,34 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
         typer.echo(f"failed: {message}", err=True)
     typer.echo(f"{command}: {summary.line()} -> {out}")
     raise typer.Exit(0 if summary.ok else 1)
+
+
+def _frame_progress(name: str, show: bool):
+    """A context giving ``report(done, total, unit)`` for translate_video: a rich bar on stderr with frames,
+    frames/s and ETA (a no-op when ``show`` is False)."""
+    from contextlib import contextmanager, nullcontext
+
+    if not show:
+        return nullcontext(None)
+
+    @contextmanager
+    def bar_context():
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeRemainingColumn)
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[fps]}"), TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(name, total=None, fps="")
+
+            def report(done: int, total: int | None, unit: str) -> None:
+                speed = bar.tasks[0].speed
+                bar.update(task, completed=done, total=total, fps=f"{speed:.2f} {unit}s/s" if speed else "")
+
+            yield report
+
+    return bar_context()
 
 
 @app.command("cartoonize")
@@ -395,7 +449,7 @@ def cartoonize_cmd(
         backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
         tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
         batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"],
-        compile_: bool = _M_OPTS["compile_"]):
+        compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"]):
     """Cartoonize images and videos (files, folders, globs) into an output folder. Exit 0 all done, 1 some
     failed, 2 usage."""
     classic = dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations, levels=levels,
@@ -409,7 +463,8 @@ def cartoonize_cmd(
 
         raise UsageError(f"{model}: a cartoon → photo model ({translator.name}); use `toonlab realize`")
     _run_translation("cartoonize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
-                     quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size)
+                     quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size,
+                     verbose=verbose)
 
 
 @app.command("realize")
@@ -428,7 +483,7 @@ def realize_cmd(
         backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
         tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
         batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"],
-        compile_: bool = _M_OPTS["compile_"]):
+        compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"]):
     """Turn cartoons into photo-like images (Toon2real). Exit 0 all done, 1 some failed, 2 usage."""
     translator = _load_translator(model, None, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
@@ -439,7 +494,8 @@ def realize_cmd(
 
         raise UsageError(f"{model}: {translator.name} translates photos to cartoons; use `toonlab cartoonize`")
     _run_translation("realize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
-                     quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size)
+                     quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size,
+                     verbose=verbose)
 
 
 @app.command("export")

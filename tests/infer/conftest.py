@@ -65,6 +65,14 @@ def _cartoongan_released(n_res=8, seed=0):
 
 
 
+@pytest.fixture(autouse=True)
+def onnx_cache(tmp_path_factory, monkeypatch):
+    """``--backend auto`` exports checkpoints into $TOONLAB_CACHE/onnx: a per-session folder, not ~/.cache."""
+    folder = tmp_path_factory.getbasetemp() / "toonlab_cache"
+    monkeypatch.setenv("TOONLAB_CACHE", str(folder))
+    return folder / "onnx"
+
+
 @pytest.fixture
 def make_video():
     return _make_video

@@ -63,7 +63,7 @@ def test_usage_errors_are_one_line_exit_2(setup):
     root, ck, photos = setup
     cases = [
         ["--style", "hayao"],  # single-style model
-        ["--backend", "onnx"],  # onnx backend needs an .onnx file
+        ["--backend", "tensorrt"],  # not a backend
         ["--radius", "3"],  # classic knob with a model
     ]
     for extra in cases:

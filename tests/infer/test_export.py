@@ -6,7 +6,8 @@ import torch
 
 from toonlab.checkpoint import save_export
 from toonlab.errors import ToonlabError
-from toonlab.infer.export import export_model, reference_photo, run_onnx_raw
+from toonlab.infer.backends import OrtBackend
+from toonlab.infer.export import export_model, reference_photo
 from toonlab.infer.translator import Translator
 from toonlab.models import build_model
 
@@ -46,8 +47,8 @@ def test_multistyle_onnx_has_style_input(tmp_path):
     res = export_model(path, tmp_path / "ms.onnx", check_size=(64, 80))
     assert res.max_abs_diff < 1e-3
     x = reference_photo(4, (48, 48))
-    y0 = run_onnx_raw(res.path, x, torch.tensor([0]))
-    y1 = run_onnx_raw(res.path, x, torch.tensor([1]))
+    y0 = OrtBackend(res.path)(x, torch.tensor([0]))
+    y1 = OrtBackend(res.path)(x, torch.tensor([1]))
     assert not torch.allclose(y0, y1)
     t = Translator.load(res.path, style=model.styles[1])
     assert t.styles == tuple(model.styles)

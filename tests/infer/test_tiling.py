@@ -115,8 +115,8 @@ def _check_tiled_close(net, astronaut, size, tile):
 
 def test_budget_helpers():
     net = _ctss_like(4)
-    bpp = tiling.estimate_bytes_per_pixel(net, multiple=4)
+    mem = tiling.measure_memory(net, multiple=4)
     # the largest layer pair is at full resolution: at least (in + out) channels × 4 bytes per pixel
-    assert bpp >= (4 * 4 + 2 * 4) * 4
-    side = tiling.tile_for_budget(64 << 20, bpp, 4, 32)
-    assert side % 4 == 0 and side * side * bpp <= 64 << 20 and (side + 8) ** 2 * bpp > 64 << 20
+    assert mem.per_pixel >= (4 * 4 + 2 * 4) * 4 and mem.fixed >= 0
+    side = tiling.tile_for_budget(64 << 20, mem.per_pixel, 4, 32)
+    assert side % 4 == 0 and side * side * mem.per_pixel <= 64 << 20 and (side + 8) ** 2 * mem.per_pixel > 64 << 20

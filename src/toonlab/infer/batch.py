@@ -19,7 +19,9 @@ from toonlab.io import (DEFAULT_MAX_PIXELS, LoadedImage, OutputExistsError, expa
                         read_image, write_image)
 from toonlab.paths import InputIds, contained_relative, symlink_loop, unsafe_output
 
-Translate = Callable[[LoadedImage], torch.Tensor]
+Report = Callable[[int, int, str], None]  # report(done, total, unit): progress within one image
+# translate(loaded) -> rgb (3,H,W) [0,1]; with run_batch(sub_progress=True): translate(loaded, report)
+Translate = Callable[[LoadedImage], torch.Tensor] | Callable[[LoadedImage, Report], torch.Tensor]
 
 
 @dataclass
@@ -65,15 +67,16 @@ def _matching_alpha(alpha: torch.Tensor | None, hw: tuple[int, int]) -> torch.Te
 
 def _one_line(path: Path, e: BaseException) -> str:
     if isinstance(e, ToonlabError):
-        return str(e).splitlines()[0] if str(e) else f"{path}: {type(e).__name__}"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return first if str(path) in first else f"{path}: {first}"  # always name the file
     first = (str(e).strip().splitlines() or [""])[0]
     return f"{path}: {type(e).__name__}: {first}" if first else f"{path}: {type(e).__name__}"
 
 
 def _process(src: Path, dst: Path, translate: Translate, overwrite: bool, max_pixels: int | None,
-             quality: int) -> None:
+             quality: int, report: Report | None = None) -> None:
     loaded = read_image(src, max_pixels=max_pixels)
-    rgb = translate(loaded)
+    rgb = translate(loaded, report) if report is not None else translate(loaded)
     if not isinstance(rgb, torch.Tensor) or rgb.ndim != 3 or rgb.shape[0] != 3:
         got = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
         raise ToonlabError(f"{src}: the translator returned {got}, expected an rgb (3,H,W) tensor")
@@ -83,13 +86,16 @@ def _process(src: Path, dst: Path, translate: Translate, overwrite: bool, max_pi
 
 def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Translate, *, suffix: str | None = None,
               ext: str | None = None, overwrite: bool = False, progress: bool = True, recursive: bool = True,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS, quality: int = 95) -> BatchSummary:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, quality: int = 95,
+              sub_progress: bool = False) -> BatchSummary:
     """Translate every image named by ``inputs`` into ``out_dir``.
 
     ``translate(loaded) -> rgb (3,H,W) in [0,1]``. Output names: the input's path relative to its folder / glob
     root (normalised: always inside ``out_dir``), with ``suffix`` appended to the stem and ``ext`` (png, jpg, webp,
     ...) or the input's extension. An output that would be one of the inputs fails that file.
     Raises UsageError (exit 2) when nothing matched or ``ext`` is not writable; everything else is per file.
+    ``sub_progress``: ``translate`` is called as ``translate(loaded, report)`` and ``report(done, total, unit)``
+    feeds a second progress bar within the image (e.g. its tiles); the bars show even for one image.
     """
     out_dir = Path(out_dir)
     ext = _normalize_ext(ext)
@@ -104,7 +110,7 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
     claimed: dict[Path, Path] = {}
     input_ids = InputIds(src for src, _ in pairs)
 
-    def one(src: Path, rel: Path) -> None:
+    def one(src: Path, rel: Path, report: Report | None = None) -> None:
         dst = output_path(contained_relative(src, rel), out_dir, suffix, ext)  # no `..` climbs out of out_dir
         unsafe = unsafe_output(dst, out_dir, input_ids)
         if unsafe:
@@ -118,7 +124,7 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
             summary.skipped.append(dst)
             return
         try:
-            _process(src, dst, translate, overwrite, max_pixels, quality)
+            _process(src, dst, translate, overwrite, max_pixels, quality, report)
         except OutputExistsError:  # appeared while we were working
             summary.skipped.append(dst)
         except Exception as e:  # the batch never stops at a bad file; Ctrl-C still does
@@ -126,7 +132,7 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
         else:
             summary.done.append(dst)
 
-    if progress and len(pairs) > 1:
+    if progress and (len(pairs) > 1 or sub_progress):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -134,9 +140,17 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
                    TextColumn("{task.fields[name]}"))
         with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("images", total=len(pairs), name="")
+            inner = bar.add_task("", total=None, name="", visible=False)
+
+            def report(done: int, total: int, unit: str) -> None:
+                if unit == "image":  # an untiled image: nothing finer to show
+                    return
+                bar.update(inner, description=f"{unit}s", completed=done, total=total, visible=True)
+
             for src, rel in pairs:
                 bar.update(task, name=src.name)
-                one(src, rel)
+                bar.reset(inner, visible=False)
+                one(src, rel, report if sub_progress else None)
                 bar.advance(task)
     else:
         for src, rel in pairs:

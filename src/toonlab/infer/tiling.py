@@ -1,4 +1,5 @@
-"""Any-size inference: reflect-pad to the network's multiple, and overlapping tiles beyond a memory budget.
+"""Any-size inference: reflect-pad to the network's multiple, a measured memory model that decides whether an image
+fits untiled (:func:`measure_memory`, :func:`default_budget`), and overlapping tiles when it does not.
 
 A generator is translation-equivariant except for its normalisation layers (LN / IN statistics are taken over the
 whole image) and its borders. Tiles therefore (1) start on multiples of the network's stride so every tile sees the
@@ -16,7 +17,9 @@ computed under per-tile normalisation of the earlier layers, so the gap grows wi
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
@@ -27,27 +30,46 @@ from torch import nn
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
-# Default memory budgets (estimated activation bytes of one forward pass, see estimate_bytes_per_pixel). CPU:
-# 512 MiB, meant to keep a 4K photo through the CTSS G under 2 GiB peak RSS (benchmarks/bench_tiling_memory.py:
-# allocator caching and the image-sized buffers come on top); CUDA: a quarter of the free memory at load time.
-CPU_BUDGET_BYTES = 512 << 20
+# The memory budget is a fraction of what the machine has free when the translator is built: MemAvailable on CPU
+# (the page cache and the other processes' needs stay out of it), free device memory on CUDA. Half on CPU leaves
+# room for other work on the machine; 0.8 on CUDA, where nothing else shares the memory in the usual case.
+CPU_BUDGET_FRACTION = 0.5
+CUDA_BUDGET_FRACTION = 0.8
+
+
+def available_memory(device: torch.device | str) -> int:
+    """Bytes free for new allocations on ``device``: /proc/meminfo's MemAvailable on CPU (os.sysconf's free
+    physical pages where there is no /proc), ``torch.cuda.mem_get_info`` on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 def default_budget(device: torch.device | str) -> int:
-    """A sensible activation-memory budget (bytes) for one forward pass on ``device``."""
+    """The activation-memory budget (bytes) of one forward pass on ``device``: a fraction of the free memory."""
     device = torch.device(device)
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return max(256 << 20, free // 4)
-    return CPU_BUDGET_BYTES
+    fraction = CUDA_BUDGET_FRACTION if device.type == "cuda" else CPU_BUDGET_FRACTION
+    return int(available_memory(device) * fraction)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    """Reflect-pad (B,C,H,W) ``x`` so H and W are multiples of ``multiple``; returns ``(padded, (top, bottom,
-    left, right))``. The padding is split between both sides so borders are treated alike; images too small to
-    reflect (pad ≥ size) are edge-replicated instead."""
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_side: int = 1
+                    ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad (B,C,H,W) ``x`` so H and W are multiples of ``multiple`` and at least ``min_side``; returns
+    ``(padded, (top, bottom, left, right))``. The padding is split between both sides so borders are treated
+    alike; it reflects, except where the image is too small to reflect (pad ≥ size: 1×1, 3×3, 1×N images),
+    where it replicates the edge pixels."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    th = max(h + (-h) % multiple, -(-min_side // multiple) * multiple)
+    tw = max(w + (-w) % multiple, -(-min_side // multiple) * multiple)
+    ph, pw = th - h, tw - w
     top, left = ph // 2, pw // 2
     pads = (top, ph - top, left, pw - left)
     if ph == 0 and pw == 0:
@@ -174,11 +196,13 @@ def has_image_wide_norms(module: nn.Module) -> bool:
 # --- the tiled forward pass ------------------------------------------------------------------------------------
 
 def run_tiled(fn: TileFn, x: torch.Tensor, tile: int, overlap: int, multiple: int = 1,
-              module: nn.Module | None = None, norm_stats: Literal["tile", "global"] = "global") -> torch.Tensor:
+              module: nn.Module | None = None, norm_stats: Literal["tile", "global"] = "global",
+              progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """``fn`` applied to (B,C,H,W) ``x`` (H, W multiples of ``multiple``) in overlapping ``tile``² tiles, blended
     with raised-cosine windows; returns (B,C',H,W) float32 on ``x``'s device. Memory: one tile's activations plus
     the (B,C',H,W) accumulator. ``norm_stats="global"`` (needs ``module``, the network ``fn`` runs) shares pooled
-    normalisation statistics across tiles at the cost of a second pass. (Re-pooling the statistics under the
+    normalisation statistics across tiles at the cost of a second pass. ``progress(done, total)`` is called after
+    each tile forward (both passes count). (Re-pooling the statistics under the
     pooled ones does not converge in practice: it was measured to drift further from the untiled result.)"""
     if tile % multiple or overlap >= tile:
         raise ValueError(f"tile {tile} must be a multiple of {multiple} and larger than overlap {overlap}")
@@ -189,10 +213,14 @@ def run_tiled(fn: TileFn, x: torch.Tensor, tile: int, overlap: int, multiple: in
 
     store: dict = {}
     use_global = norm_stats == "global" and module is not None and len(boxes) > 1 and has_image_wide_norms(module)
+    total, done = len(boxes) * (2 if use_global else 1), 0
     if use_global:
         with shared_norm_stats(module, "record", store):
             for y0, x0, th, tw in boxes:
                 fn(x[..., y0:y0 + th, x0:x0 + tw])
+                done += 1
+                if progress:
+                    progress(done, total)
 
     out = None
     weight = torch.zeros(1, 1, h, w, device=x.device, dtype=torch.float32)
@@ -208,34 +236,123 @@ def run_tiled(fn: TileFn, x: torch.Tensor, tile: int, overlap: int, multiple: in
                * blend_window(tw, x0, w, overlap, x.device)[None, :])
         out[..., y0:y0 + th, x0:x0 + tw] += y.float() * win
         weight[..., y0:y0 + th, x0:x0 + tw] += win
+        done += 1
+        if progress:
+            progress(done, total)
     return out / weight
 
 
-def estimate_bytes_per_pixel(module: nn.Module, channels_in: int = 3, probe: int = 32, multiple: int = 1,
-                             device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                             forward: TileFn | None = None) -> float:
-    """Activation bytes per input pixel of one forward pass, measured with forward hooks on a ``probe``² input:
-    the largest single layer output plus the largest layer input (both live at once) plus a residual branch of
-    the same size — a conservative estimate of the peak of an inference-mode pass."""
-    size = max(probe, multiple) // multiple * multiple
+# --- measured activation memory --------------------------------------------------------------------------------
+
+# The calibration samples the allocator between operators; temporaries inside one operator (convolution
+# workspaces, weight reorders) come on top. Real peak RSS over the calibrated estimate, measured at 512² in a fresh
+# process (tests/infer/test_memory.py): CTSS 1.24, SalCBAM 1.39; this factor covers them.
+INTRA_OP_FACTOR = 1.5
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak activation memory of one forward pass ≈ ``fixed + per_pixel · B·H·W`` bytes (after the factor)."""
+
+    fixed: float
+    per_pixel: float
+
+    def bytes(self, height: int, width: int, batch: int = 1) -> float:
+        return self.fixed + self.per_pixel * batch * height * width
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _heap_in_use() -> Callable[[], int] | None:
+    """glibc's bytes in use (heap + mmapped chunks), or None where mallinfo2 is missing (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        fn = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _Mallinfo2
+
+    def in_use() -> int:
+        m = fn()
+        return m.uordblks + m.hblkhd
+
+    return in_use
+
+
+def _peak_bytes(run: Callable[[], object], device: torch.device) -> int | None:
+    """Peak bytes allocated above the level before ``run()``: the CUDA allocator's own peak on CUDA; on CPU
+    glibc's in-use bytes sampled after every ATen operator (a TorchDispatchMode). None if not measurable."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    if device.type != "cpu":
+        return None
+    in_use = _heap_in_use()
+    if in_use is None:
+        return None
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Sampler(TorchDispatchMode):
+        peak = in_use()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.peak = max(self.peak, in_use())
+            return out
+
+    base = in_use()
+    with _Sampler() as sampler:
+        run()
+    return sampler.peak - base
+
+
+def measure_memory(forward: TileFn, channels_in: int = 3, multiple: int = 1, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32, sizes: tuple[int, int] = (64, 128)) -> MemoryModel:
+    """Calibrate the activation peak of ``forward`` (B=1): measure it at two square ``sizes`` (after a warm-up
+    call, which absorbs one-off allocations such as weight reorders), fit ``fixed + per_pixel·pixels`` — the
+    networks here are fully convolutional, so activations grow linearly in pixels — and scale by
+    ``INTRA_OP_FACTOR``. Falls back to :func:`estimate_from_layers` where the allocator cannot be read."""
+    device = torch.device(device)
+    s0, s1 = (max(s, multiple) // multiple * multiple for s in sizes)
+    peaks = []
+    with torch.inference_mode():
+        for side in (s0, s0, s1):
+            x = torch.rand(1, channels_in, side, side, device=device).to(dtype)
+            peaks.append(_peak_bytes(lambda: forward(x), device))
+            del x
+    if any(p is None for p in peaks) or peaks[2] <= peaks[1]:
+        per_pixel = estimate_from_layers(forward, channels_in, s1, device, dtype)
+        return MemoryModel(0.0, per_pixel)
+    per_pixel = (peaks[2] - peaks[1]) / (s1 * s1 - s0 * s0)
+    fixed = max(0.0, peaks[1] - per_pixel * s0 * s0)
+    return MemoryModel(INTRA_OP_FACTOR * fixed, INTRA_OP_FACTOR * per_pixel)
+
+
+def estimate_from_layers(forward: TileFn, channels_in: int, size: int, device: torch.device,
+                         dtype: torch.dtype) -> float:
+    """Bytes per pixel from the tensors' sizes alone (no allocator access): 3× the largest operator output at a
+    ``size``² input — an input, an output and a residual branch of that size live at once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
     biggest = [0]
 
-    def hook(_m, inputs, output):
-        numel_out = output.numel() if torch.is_tensor(output) else 0
-        numel_in = sum(t.numel() for t in inputs if torch.is_tensor(t))
-        biggest[0] = max(biggest[0], numel_out + numel_in)
+    class _Sizes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if torch.is_tensor(out):
+                biggest[0] = max(biggest[0], out.numel() * out.element_size())
+            return out
 
-    leaves = [m for m in module.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.inference_mode():
-            x = torch.zeros(1, channels_in, size, size, device=device, dtype=dtype)
-            (forward or module)(x)
-    finally:
-        for hnd in handles:
-            hnd.remove()
-    element = torch.finfo(dtype).bits // 8
-    return 1.5 * biggest[0] * element / (size * size)
+    with torch.inference_mode(), _Sizes():
+        forward(torch.zeros(1, channels_in, size, size, device=device, dtype=dtype))
+    return 3.0 * biggest[0] / (size * size)
 
 
 def tile_for_budget(budget_bytes: int, bytes_per_pixel: float, multiple: int, overlap: int) -> int:

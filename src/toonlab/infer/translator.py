@@ -5,15 +5,19 @@
     t(images_list, style="shinkai")    # many small images: batched by size
 
 The model's config travels with its weights, so loading needs no architecture flags. Inputs are reflect-padded to
-the network's ``size_multiple`` and cropped back; beyond ``memory_budget`` bytes of activations an image is run in
-overlapping tiles (``toonlab.infer.tiling``). Post-processing (``toonlab.infer.postprocess``) follows the model's
-config (CTSS: +40 % saturation) unless overridden.
+the network's ``size_multiple`` (tiny or thin ones replicate-padded to a minimum side) and cropped back. Each call
+is planned (:meth:`Translator.plan`): untiled whenever the network's measured activation peak at that size fits
+the memory budget (default: a fraction of the memory actually free), else overlapping tiles with image-wide
+statistics (``toonlab.infer.tiling``). The network runs on a backend (``toonlab.infer.backends``): PyTorch, or ONNX
+Runtime. Post-processing (``toonlab.infer.postprocess``) follows the model's config (CTSS: +40 % saturation)
+unless overridden.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -24,6 +28,7 @@ from torch import nn
 from toonlab.device import resolve_device
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.infer import tiling
+from toonlab.infer.backends import OrtBackend, TorchBackend, cached_onnx, onnx_metadata, ort_missing_reason
 from toonlab.infer.postprocess import PostProcess
 
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -92,27 +97,80 @@ def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.
     return dtype
 
 
+def _ort_for_checkpoint(path: Path, model: nn.Module, meta: dict, wrapper: GeneratorWrapper,
+                        device: torch.device, dtype: torch.dtype, compile: bool,
+                        strict: bool) -> tuple[OrtBackend | None, str]:
+    """ONNX Runtime on the cached export of ``path``, or (``strict`` False, i.e. "auto") None and the one-line
+    reason PyTorch runs instead: ORT is chosen where it was measured faster, CPU in float32 without compile."""
+    if not strict:
+        reason = (ort_missing_reason() or
+                  (f"device {device} (ONNX Runtime is chosen on CPU)" if device.type != "cpu" else None) or
+                  ("dtype is not fp32" if dtype != torch.float32 else None) or
+                  ("--compile asks for torch.compile" if compile else None))
+        if reason:
+            return None, f"torch ({reason})"
+    elif ort_missing_reason():
+        raise UsageError("the onnx backend needs onnxruntime: pip install 'toonlab[onnx]'")
+    onnx_path, cached = cached_onnx(path, wrapper, onnx_metadata(model, meta))
+    return OrtBackend(onnx_path), f"onnxruntime ({'cached' if cached else 'exported to'} {onnx_path})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one (B,3,H,W) call runs: untiled (``tile`` None) in chunks of ``chunk`` images, or tiled; ``reason``
+    is the one line the CLI prints with --verbose."""
+
+    tile: int | None
+    chunk: int
+    reason: str
+
+
+Progress = Callable[[int, int, str], None]  # progress(done, total, unit) with unit "image" | "tile"
+
+
+class NonFiniteOutput(ToonlabError):
+    """The network produced NaN/inf (corrupt or diverged weights): that image fails instead of turning black."""
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
 class Translator:
     """Callable image translator. Build with :meth:`load`. Attributes: ``name`` (model name or "classic"),
-    ``styles``, ``direction`` ("photo2cartoon" | "cartoon2photo"), ``size_multiple``, ``device``, ``post``."""
+    ``styles``, ``direction`` ("photo2cartoon" | "cartoon2photo"), ``size_multiple``, ``device``, ``post``,
+    ``backend`` (its ``name``: "torch" | "onnxruntime" | "classic"), ``backend_note`` (why that backend),
+    ``last_plan`` (the :class:`Plan` of the latest call)."""
 
-    def __init__(self, forward: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], *, name: str,
-                 device: torch.device, dtype: torch.dtype = torch.float32, size_multiple: int = 1,
-                 module: nn.Module | None = None, styles: Sequence[str] = (), direction: str = "photo2cartoon",
+    def __init__(self, backend: Callable, *, name: str, device: torch.device, dtype: torch.dtype = torch.float32,
+                 size_multiple: int = 1, styles: Sequence[str] = (), direction: str = "photo2cartoon",
                  post: PostProcess | None = None, memory_budget: int | None = None, tile: int | None = None,
                  overlap: int = 32, norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
-                 style: str | int | None = None, channels_last: bool = False, meta: dict | None = None,
-                 bytes_per_pixel: float | None = None):
-        self._forward, self.name, self.device, self.dtype = forward, name, device, dtype
-        self.size_multiple, self.module, self.styles, self.direction = size_multiple, module, tuple(styles), direction
+                 style: str | int | None = None, meta: dict | None = None, torch_backend: TorchBackend | None = None,
+                 memory_model: tiling.MemoryModel | None = None, backend_note: str = "", min_side: int = 1):
+        self.backend, self.name, self.device, self.dtype = backend, name, device, dtype
+        self.size_multiple, self.styles, self.direction = size_multiple, tuple(styles), direction
+        # the module tiled runs use (exact image-wide statistics patch its norm layers): the backend's own, or a
+        # PyTorch twin of an ONNX Runtime backend
+        self.torch_backend = torch_backend if torch_backend is not None else (
+            backend if isinstance(backend, TorchBackend) else None)
         self.post = post or PostProcess()
+        self.budget_is_default = memory_budget is None
         self.memory_budget = memory_budget if memory_budget is not None else tiling.default_budget(device)
         self.tile, self.overlap, self.norm_stats, self.batch_size = tile, overlap, norm_stats, batch_size
-        self.channels_last, self.meta = channels_last, dict(meta or {})
+        self.meta, self.backend_note = dict(meta or {}), backend_note
         self.default_style = self.style_index(style) if style is not None else (0 if self.styles else None)
-        self._bytes_per_pixel = bytes_per_pixel  # None: measured on first use (needs ``module``)
+        self._memory_model = memory_model  # None: measured on first use (needs a PyTorch module)
+        self.last_plan: Plan | None = None
         if overlap % max(size_multiple, 1):
             self.overlap = (overlap // size_multiple + 1) * size_multiple
+        # tiny or thin images are replicate-padded up to ``min_side`` (networks: 8 × the multiple, so the deepest
+        # map keeps ≥ 8 px for every layer's reflection padding); cropped off again like the multiple-of padding
+        self.min_side = min_side
+
+    @property
+    def module(self) -> nn.Module | None:
+        return self.torch_backend.module if self.torch_backend is not None else None
 
     # --- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -122,27 +180,32 @@ class Translator:
              contrast: float | None = None, brightness: float | None = None, match_luminance: bool | None = None,
              memory_budget: int | None = None, tile: int | None = None, overlap: int = 32,
              norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
-             channels_last: bool | None = None, compile: bool = False,
+             channels_last: bool | None = None, compile: bool = False, backend: str | None = None,
              classic_options: dict[str, Any] | None = None) -> "Translator":
         """``source``: "classic", an export ``.safetensors``, a run dir, or an ``.onnx`` file made by
         ``toonlab export``. Post-processing arguments left at None follow the model's config.
-        ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators: 1.29× for the CTSS G at 512²;
-        off on CPU for instance-norm generators, where it costs 10–25 %, benchmarks/README.md); ``compile``:
-        ``torch.compile`` the untiled forward (fuses norm + activation + padding; 1.6–1.7× eager for the CTSS G
-        on CPU, after a one-off compile per input size)."""
+        ``backend``: "torch"; "onnx" (ONNX Runtime: an ``.onnx`` source, or a checkpoint exported once into the
+        cache, :func:`toonlab.infer.backends.cached_onnx`); "auto" = ONNX Runtime on CPU in float32 when it is
+        installed (1.05–1.9× PyTorch for the CTSS, CartoonGAN and AnimeGAN generators, benchmarks/README.md),
+        else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written). ``memory_budget``: bytes of activations one forward pass may take (default: half the
+        available RAM, 0.8 of free GPU memory); beyond it an image is tiled (through PyTorch, with exact
+        pooled statistics). ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators);
+        ``compile``: ``torch.compile`` the untiled PyTorch forward (one compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
                          brightness=brightness, match_luminance=match_luminance)
         common = dict(memory_budget=memory_budget, tile=tile, overlap=overlap, norm_stats=norm_stats,
-                      batch_size=batch_size, style=style, channels_last=channels_last)
+                      batch_size=batch_size, style=style)
+        if backend not in (None, "torch", "onnx", "auto"):
+            raise UsageError(f"unknown backend {backend!r} (auto, torch, onnx)")
         if str(source) == "classic":
             return cls._load_classic(classic_options or {}, overrides, common)
         if str(source).lower().endswith(".onnx"):
-            from toonlab.infer.export import load_onnx_translator
-
-            return load_onnx_translator(source, overrides=overrides, **common)
+            if backend == "torch":
+                raise UsageError(f"{source}: an ONNX file runs on the onnx backend (--backend onnx or auto)")
+            return cls._load_onnx_file(Path(source), overrides, common)
         dev = resolve_device(device)
         return cls._load_export(resolve_checkpoint(source), dev, _pick_dtype(dtype, dev), overrides, common,
-                                compile)
+                                compile, channels_last, backend or "torch")
 
     @classmethod
     def _load_classic(cls, options: dict, overrides: dict, common: dict) -> "Translator":
@@ -151,36 +214,59 @@ class Translator:
         if common.get("style") is not None:
             raise UsageError("the classic cartoonizer has no styles (--style needs a multi-style model)")
 
-        def forward(x: torch.Tensor, _style) -> torch.Tensor:
+        def forward(x: torch.Tensor, _style=None) -> torch.Tensor:
             return cartoonize_classic(x.float(), **options)
 
-        # OpenCV filters are local and memory-light: no tiling (tile stays None and the budget is unbounded).
+        forward.name = "classic"  # what the CLI's --verbose line names as the backend
+        # OpenCV filters are local and memory-light: no tiling (tile stays None and the budget is unbounded);
+        # 64 bytes per pixel only sizes batches
         common = {**common, "memory_budget": 1 << 62}
         return cls(forward, name="classic", device=torch.device("cpu"), post=PostProcess.for_model({}, **overrides),
-                   **common)
+                   memory_model=tiling.MemoryModel(0.0, 64.0), **common)
 
     @classmethod
-    def _load_export(cls, path: Path, device: torch.device, dtype: torch.dtype, overrides: dict,
-                     common: dict, compile: bool = False) -> "Translator":
+    def _load_onnx_file(cls, path: Path, overrides: dict, common: dict) -> "Translator":
+        ort = OrtBackend(path)
+        meta = ort.metadata
+        if "toonlab_model" not in meta:
+            raise ToonlabError(f"{path}: not exported by toonlab (no toonlab_model metadata)")
+        post = PostProcess.for_model(json.loads(meta.get("toonlab_config", "{}")), **overrides)
+        # no PyTorch twin: exact tiled statistics need one, so a bare ONNX file always runs untiled (its memory
+        # is estimated only to size batches: 2 KiB per pixel, the order of the toonlab generators' peaks)
+        return cls(ort, name=meta["toonlab_model"], device=torch.device("cpu"),
+                   size_multiple=int(meta.get("toonlab_size_multiple", "1")),
+                   styles=tuple(json.loads(meta.get("toonlab_styles", "[]"))),
+                   direction=meta.get("toonlab_direction", "photo2cartoon"), post=post, meta=meta,
+                   memory_model=tiling.MemoryModel(0.0, 2048.0), backend_note=f"onnxruntime ({path})",
+                   min_side=8 * int(meta.get("toonlab_size_multiple", "1")), **common)
+
+    @classmethod
+    def _load_export(cls, path: Path, device: torch.device, dtype: torch.dtype, overrides: dict, common: dict,
+                     compile: bool, channels_last: bool | None, backend: str) -> "Translator":
         from toonlab.checkpoint import load_export
 
         model, meta = load_export(path, device="cpu")
         styles = tuple(json.loads(meta.get("styles", "[]")))
         wrapper = GeneratorWrapper(model.translator(), bgr=meta.get("input_order", "rgb") == "bgr",
-                                   multi_style=bool(styles))
-        wrapper = wrapper.to(device=device, dtype=dtype).eval()
-        if common["channels_last"] is None:
-            common = {**common, "channels_last": _channels_last_pays(wrapper, device)}
-        if common["channels_last"]:
-            wrapper = wrapper.to(memory_format=torch.channels_last)
+                                   multi_style=bool(styles)).eval()
         for p in wrapper.parameters():
             p.requires_grad_(False)
+        ort, note = None, "torch"
+        if backend in ("onnx", "auto"):
+            ort, note = _ort_for_checkpoint(path, model, meta, wrapper, device, dtype, compile,
+                                            strict=backend == "onnx")
+        wrapper = wrapper.to(device=device, dtype=dtype)
+        if channels_last is None:
+            channels_last = _channels_last_pays(wrapper, device)
+        if channels_last:
+            wrapper = wrapper.to(memory_format=torch.channels_last)
+        torch_backend = TorchBackend(wrapper, compile=compile and ort is None, channels_last=channels_last)
         post = PostProcess.for_model(json.loads(meta.get("config", "{}")), **overrides)
-        # the compiled module serves untiled calls; tiles use the eager module, whose norm layers run_tiled patches
-        forward = torch.compile(wrapper, dynamic=False) if compile else wrapper
-        return cls(forward, name=meta["model"], device=device, dtype=dtype,
-                   size_multiple=int(getattr(model, "size_multiple", 1)), module=wrapper, styles=styles,
-                   direction=getattr(model, "direction", "photo2cartoon"), post=post, meta=meta, **common)
+        return cls(ort or torch_backend, name=meta["model"], device=device, dtype=dtype,
+                   size_multiple=int(getattr(model, "size_multiple", 1)), styles=styles,
+                   direction=getattr(model, "direction", "photo2cartoon"), post=post, meta=meta,
+                   torch_backend=torch_backend, backend_note=note,
+                   min_side=8 * int(getattr(model, "size_multiple", 1)), **common)
 
     # --- styles ------------------------------------------------------------------------------------------------
     def style_index(self, style: str | int) -> int:
@@ -195,74 +281,102 @@ class Translator:
             return self.styles.index(style)
         raise UsageError(f"unknown style {style!r} for model {self.name!r} (valid: {', '.join(self.styles)})")
 
-    # --- the tensor path ---------------------------------------------------------------------------------------
-    def bytes_per_pixel(self) -> float:
-        if self._bytes_per_pixel is None:
-            if self.module is None:
-                self._bytes_per_pixel = 64.0  # classic: OpenCV-light, only used to size batches
-            else:
-                probe_style = self._style_tensor(1, None)
-                self._bytes_per_pixel = tiling.estimate_bytes_per_pixel(
-                    self.module, multiple=self.size_multiple, device=self.device, dtype=self.dtype,
-                    forward=lambda x: self.module(x, probe_style))
-        return self._bytes_per_pixel
+    # --- memory and the tiling decision --------------------------------------------------------------------------
+    def memory_model(self) -> tiling.MemoryModel:
+        """The measured activation peak of one forward pass (calibrated once, on first use)."""
+        if self._memory_model is None:
+            probe_style = self._style_tensor(1, None)
+            tb = self.torch_backend
+            self._memory_model = tiling.measure_memory(
+                lambda x: tb(x, probe_style, eager=True), multiple=self.size_multiple, device=self.device,
+                dtype=self.dtype)
+        return self._memory_model
 
+    def bytes_per_pixel(self) -> float:
+        """Activation bytes per input pixel (the slope of :meth:`memory_model`)."""
+        return self.memory_model().per_pixel
+
+    def plan(self, height: int, width: int, batch: int = 1) -> Plan:
+        """Untiled whenever one padded image's estimated activations fit the budget (several per chunk when
+        they fit), tiled otherwise — through PyTorch, whose tiles share exact pooled statistics."""
+        mem, budget = self.memory_model(), self.memory_budget
+        m = max(self.size_multiple, 1)
+        ph, pw = max(height + (-height) % m, self.min_side), max(width + (-width) % m, self.min_side)
+        need = mem.bytes(ph, pw)
+        src = ("--memory-budget" if not self.budget_is_default else
+               "classic, untiled" if self.name == "classic" else
+               f"{int(100 * (tiling.CUDA_BUDGET_FRACTION if self.device.type == 'cuda' else tiling.CPU_BUDGET_FRACTION))}"
+               f" % of available {'GPU memory' if self.device.type == 'cuda' else 'RAM'}")
+        fits = need <= budget or (self.torch_backend is None and self.tile is None)
+        if self.tile is None and fits:
+            chunk = max(1, min(self.batch_size, batch, int((budget - mem.fixed) // max(need - mem.fixed, 1.0))))
+            why = "" if need <= budget else "; over the budget, but a bare ONNX file cannot tile exactly"
+            return Plan(None, chunk, f"untiled {width}×{height}: ~{_mib(need)} of activations, budget "
+                                     f"{_mib(budget)} ({src}){why}")
+        if self.torch_backend is None:
+            raise UsageError("--tile needs a PyTorch model (a checkpoint), not a bare ONNX file")
+        tile = self.tile or tiling.tile_for_budget(budget - mem.fixed, mem.per_pixel, m, self.overlap)
+        why = "--tile" if self.tile else f"~{_mib(need)} of activations > budget {_mib(budget)} ({src})"
+        return Plan(tile, 1, f"tiled {width}×{height} in {tile}² tiles, {self.norm_stats} norm statistics, "
+                             f"through PyTorch: {why}")
+
+    # --- the tensor path ---------------------------------------------------------------------------------------
     def _style_tensor(self, batch: int, style: str | int | None) -> torch.Tensor | None:
         if style is None and self.default_style is None:
             return None
         idx = self.style_index(style) if style is not None else self.default_style
         return torch.full((batch,), idx, dtype=torch.long, device=self.device)
 
-    def _run_network(self, x: torch.Tensor, style_ids: torch.Tensor | None, eager: bool = False) -> torch.Tensor:
-        """(B,3,H,W) [0,1] on the device, H and W multiples of size_multiple → (B,3,H,W) [0,1] float32.
-        ``eager``: bypass a compiled forward (tiles: their norm layers are patched per pass)."""
-        if self.channels_last and self.module is not None:
-            x = x.contiguous(memory_format=torch.channels_last)
-        forward = self.module if eager and self.module is not None else self._forward
-        return forward(x, style_ids).float()
-
-    def translate_tensor(self, rgb: torch.Tensor, style: str | int | None = None) -> torch.Tensor:
-        """(B,3,H,W) or (3,H,W) RGB in [0,1] (any size) → same shape in [0,1], float32, on ``rgb``'s device."""
+    def translate_tensor(self, rgb: torch.Tensor, style: str | int | None = None,
+                         progress: Progress | None = None) -> torch.Tensor:
+        """(B,3,H,W) or (3,H,W) RGB in [0,1] (any size) → same shape in [0,1], float32, on ``rgb``'s device.
+        ``progress(done, total, unit)`` is called after each image ("image") or, for tiled images, each tile
+        ("tile"). Raises :class:`NonFiniteOutput` when the network outputs NaN/inf."""
         if rgb.dim() == 3:
-            return self.translate_tensor(rgb[None], style)[0]
+            return self.translate_tensor(rgb[None], style, progress)[0]
         if rgb.dim() != 4 or rgb.shape[1] != 3:
             raise UsageError(f"expected an RGB image tensor (B,3,H,W) or (3,H,W), got shape {tuple(rgb.shape)}")
+        if 0 in rgb.shape:
+            raise UsageError(f"empty image (shape {tuple(rgb.shape)})")
         src = rgb.float().clamp(0.0, 1.0)
         b, _, h, w = src.shape
         out = torch.empty_like(src)
         m = max(self.size_multiple, 1)
-        ph, pw = h + (-h) % m, w + (-w) % m
-        per_image = ph * pw * self.bytes_per_pixel()
-        tiled = self.tile is not None or per_image > self.memory_budget
-        chunk = 1 if tiled else max(1, min(self.batch_size, int(self.memory_budget // max(per_image, 1.0))))
+        plan = self.last_plan = self.plan(h, w, b)
         with torch.inference_mode():
-            for i in range(0, b, chunk):
-                x = src[i:i + chunk].to(self.device, self.dtype)
+            for i in range(0, b, plan.chunk):
+                x = src[i:i + plan.chunk].to(self.device, self.dtype)
                 style_ids = self._style_tensor(x.shape[0], style)
-                xp, pads = tiling.pad_to_multiple(x, m)
-                if tiled:
-                    tile = self.tile or tiling.tile_for_budget(self.memory_budget, self.bytes_per_pixel(), m,
-                                                               self.overlap)
-                    y = tiling.run_tiled(lambda t: self._run_network(t, style_ids, eager=True), xp, tile, self.overlap, m,
-                                         module=self.module, norm_stats=self.norm_stats)
+                xp, pads = tiling.pad_to_multiple(x, m, self.min_side)
+                if plan.tile is not None:
+                    tb = self.torch_backend
+                    on_tile = (lambda d, t, _i=i: progress(d, t, "tile")) if progress else None
+                    y = tiling.run_tiled(lambda t: tb(t, style_ids, eager=True), xp, plan.tile, self.overlap, m,
+                                         module=tb.module, norm_stats=self.norm_stats, progress=on_tile)
                 else:
-                    y = self._run_network(xp, style_ids)
-                y = tiling.crop_padding(y, pads).clamp(0.0, 1.0)
-                out[i:i + chunk] = self.post(y.float(), x.float()).to(out.device)
+                    y = self.backend(xp, style_ids)
+                y = tiling.crop_padding(y.float(), pads)
+                if not torch.isfinite(y).all():
+                    raise NonFiniteOutput("the network produced non-finite values (NaN/inf): the weights are "
+                                          "corrupt or diverged")
+                out[i:i + plan.chunk] = self.post(y.clamp(0.0, 1.0), x.float()).to(out.device)
+                if progress and plan.tile is None:
+                    progress(min(i + plan.chunk, b), b, "image")
         return out
 
     # --- any image kind ----------------------------------------------------------------------------------------
-    def __call__(self, images, style: str | int | None = None):
+    def __call__(self, images, style: str | int | None = None, progress: Progress | None = None):
         """Translate a PIL image, an HWC uint8 (or float [0,1]) ndarray, a (3,H,W)/(B,3,H,W) [0,1] tensor, or a
-        list of these (batched by size); returns the same kind. Alpha channels (RGBA) are kept unchanged."""
+        list of these (batched by size); returns the same kind. Alpha channels (RGBA) are kept unchanged.
+        ``progress(done, total, unit)``: see :meth:`translate_tensor` (lists report per image)."""
         if isinstance(images, (list, tuple)):
-            return self._translate_list(list(images), style)
+            return self._translate_list(list(images), style, progress)
         if torch.is_tensor(images):
-            return self.translate_tensor(images, style)
+            return self.translate_tensor(images, style, progress)
         rgb, restore = _to_tensor(images)
-        return restore(self.translate_tensor(rgb[None], style)[0])
+        return restore(self.translate_tensor(rgb[None], style, progress)[0])
 
-    def _translate_list(self, items: list, style) -> list:
+    def _translate_list(self, items: list, style, progress: Progress | None = None) -> list:
         converted = [_to_tensor(it) if not torch.is_tensor(it) else (it, None) for it in items]
         results: list = [None] * len(items)
         by_size: dict[tuple, list[int]] = {}
@@ -278,6 +392,8 @@ class Translator:
                 for k, y in zip(group, batch):
                     restore = converted[k][1]
                     results[k] = restore(y) if restore else y
+                if progress:
+                    progress(sum(r is not None for r in results), len(items), "image")
         return results
 
 

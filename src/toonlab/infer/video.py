@@ -11,6 +11,7 @@ The output is written to a temporary file beside ``dst`` and renamed when comple
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -31,6 +32,33 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def find_videos(inputs: list[str | Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """Video files named by ``inputs`` — files, folders (searched recursively, hidden names skipped) and glob
+    patterns — as sorted unique ``(file, relative path)`` pairs: the path under a named folder, else the file
+    name. Anything under ``exclude`` (the output folder) is left out."""
+    import glob
+
+    found: dict[Path, tuple[Path, Path]] = {}
+    excl = exclude.resolve() if exclude is not None else None
+
+    def add(f: Path, rel: Path) -> None:
+        key = f.resolve()
+        if is_video(f) and f.is_file() and not (excl is not None and (key == excl or excl in key.parents)):
+            found.setdefault(key, (f, rel))
+
+    for item in inputs:
+        p = Path(item)
+        matches = [p] if p.exists() else [Path(m) for m in sorted(glob.glob(str(item), recursive=True))]
+        for m in matches:
+            if m.is_dir():
+                for f in m.rglob("*"):
+                    if not any(part.startswith(".") for part in f.relative_to(m).parts):
+                        add(f, f.relative_to(m))
+            else:
+                add(m, Path(m.name))
+    return sorted(found.values(), key=lambda fr: str(fr[0]))
+
+
 def _av():
     try:
         import av
@@ -41,14 +69,15 @@ def _av():
 
 @dataclass
 class VideoResult:
-    """What :func:`translate_video` did: frames written, frames that failed to decode (skipped), frame rate,
-    whether an audio stream was copied, and the output path."""
+    """What :func:`translate_video` did: frames written, frames that failed to decode (skipped), the video's
+    frame rate, whether an audio stream was copied, the output path, and the wall-clock seconds it took."""
 
     path: Path
     frames: int
     bad_frames: int
     fps: float
     audio: bool
+    seconds: float = 0.0
 
 
 class TemporalSmoother:
@@ -88,13 +117,36 @@ def _pick_codec(av, name: str | None) -> str:
     raise ToonlabError("no H.264 / MPEG-4 video encoder available in this PyAV build")
 
 
+class _Failed:
+    """A pipeline thread's exception, passed downstream so the caller re-raises it."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+_DONE = object()  # end of stream marker between pipeline stages
+
+
+def _even_pad(x: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) → replicate the last row / column where H / W is odd: 4:2:0 encoders need even sizes."""
+    h, w = x.shape[-2:]
+    if h % 2 == 0 and w % 2 == 0:
+        return x
+    return F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+
+
 def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch, *, batch_size: int = 4,
                     smoothing: float = 0.0, overwrite: bool = False, codec: str | None = None, crf: int = 18,
-                    on_frames: Callable[[int], None] | None = None) -> VideoResult:
+                    progress: Callable[[int, int | None, str], None] | None = None,
+                    pipeline: bool = True) -> VideoResult:
     """Translate every frame of ``src`` into ``dst`` (container from its extension), keeping audio and frame rate.
 
-    ``translate`` maps (B,3,H,W) [0,1] RGB to the same; ``on_frames(n)`` is called after each encoded batch.
-    Raises ToonlabError (one line naming the file) when the input has no video stream or cannot be opened."""
+    ``translate`` maps (B,3,H,W) [0,1] RGB to the same; ``progress(done, total, "frame")`` is called after each
+    batch (``total`` None when the container does not say). ``pipeline``: decode, translate and encode in three
+    threads that overlap (at most two batches queued between stages), else in turn on this thread. Frames of an
+    odd width or height are encoded one replicated row / column larger (4:2:0 needs even sizes; nothing of the
+    picture is cut). Raises ToonlabError (one line naming the file) when the input has no video stream or cannot
+    be opened or encoded."""
     av = _av()
     src, dst = Path(src), Path(dst)
     if dst.exists() and not overwrite:
@@ -108,69 +160,163 @@ def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch,
     smoother = TemporalSmoother(smoothing)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")  # keeps the extension: the muxer is chosen from it
-    frames = bad = 0
+    counts = {"frames": 0, "bad": 0}
+    start = time.perf_counter()
     try:
         if not inp.streams.video:
             raise ToonlabError(f"{src}: no video stream")
         vin = inp.streams.video[0]
         ain = inp.streams.audio[0] if inp.streams.audio else None
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        total = vin.frames or None
         out = av.open(str(tmp), "w")
         try:
             vout = out.add_stream(_pick_codec(av, codec), rate=rate)
-            vout.width, vout.height = vin.codec_context.width, vin.codec_context.height
+            width, height = vin.codec_context.width, vin.codec_context.height
+            vout.width, vout.height = width + width % 2, height + height % 2
             vout.pix_fmt = "yuv420p"
             if vout.codec_context.name in ("libx264", "h264"):
                 vout.options = {"crf": str(crf)}
             vout.time_base = vin.time_base
             aout = out.add_stream_from_template(ain) if ain is not None else None
-            buffer: list = []
 
-            def flush() -> None:
-                nonlocal frames
-                if not buffer:
-                    return
-                rgb = np.stack([f.to_ndarray(format="rgb24") for f in buffer])
-                x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
-                y = smoother(x, translate(x).float().clamp(0, 1))
+            def decoded_items():
+                """File order: ("audio", packet) and ("video", [frames]) batches of ≤ batch_size."""
+                buffer: list = []
+                streams = [vin] + ([ain] if ain is not None else [])
+                for packet in inp.demux(*streams):
+                    if packet.stream is ain:
+                        if packet.dts is not None:  # the demuxer's final flush packet carries no data
+                            yield "audio", packet
+                        continue
+                    try:
+                        frames = packet.decode()
+                    except av.error.FFmpegError:
+                        counts["bad"] += 1  # a corrupt packet: reported, never fatal
+                        continue
+                    for frame in frames:
+                        buffer.append((frame.to_ndarray(format="rgb24"), frame.pts, frame.time_base))
+                        if len(buffer) >= batch_size:
+                            yield "video", buffer
+                            buffer = []
+                if buffer:
+                    yield "video", buffer
+
+            def translated(item):
+                kind, payload = item
+                if kind == "audio":
+                    return item
+                x = torch.from_numpy(np.stack([a for a, _, _ in payload])).permute(0, 3, 1, 2).float() / 255.0
+                y = _even_pad(smoother(x, translate(x).float().clamp(0, 1)))
                 arr = (y * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-                for frame_in, a in zip(buffer, arr):
+                return "video", [(a, pts, tb) for a, (_, pts, tb) in zip(arr, payload)]
+
+            def encode(item) -> None:
+                kind, payload = item
+                if kind == "audio":
+                    payload.stream = aout
+                    out.mux(payload)
+                    return
+                for a, pts, tb in payload:
                     frame = av.VideoFrame.from_ndarray(a, format="rgb24")
-                    frame.pts, frame.time_base = frame_in.pts, frame_in.time_base
+                    frame.pts, frame.time_base = pts, tb
                     for packet in vout.encode(frame):
                         out.mux(packet)
-                frames += len(buffer)
-                buffer.clear()
-                if on_frames:
-                    on_frames(frames)
+                counts["frames"] += len(payload)
+                if progress:
+                    progress(counts["frames"], total, "frame")
 
-            streams = [vin] + ([ain] if ain is not None else [])
-            for packet in inp.demux(*streams):
-                if packet.stream is ain:
-                    if packet.dts is not None:  # the demuxer's final flush packet carries no data
-                        packet.stream = aout
-                        out.mux(packet)
-                    continue
-                try:
-                    decoded = packet.decode()
-                except av.error.FFmpegError:
-                    bad += 1  # a corrupt packet: reported, never fatal
-                    continue
-                for frame in decoded:
-                    buffer.append(frame)
-                    if len(buffer) >= batch_size:
-                        flush()
-            flush()
+            if pipeline:
+                _run_pipeline(decoded_items(), translated, encode)
+            else:
+                for item in decoded_items():
+                    encode(translated(item))
             for packet in vout.encode(None):
                 out.mux(packet)
         finally:
             out.close()
-        if frames == 0:
+        if counts["frames"] == 0:
             raise ToonlabError(f"{src}: no decodable video frames")
         os.replace(tmp, dst)
+    except ToonlabError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except av.error.FFmpegError as e:  # e.g. an encoder that rejects the stream's parameters
+        tmp.unlink(missing_ok=True)
+        raise ToonlabError(f"{src}: video encoding failed ({str(e).splitlines()[0]})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
         inp.close()
-    return VideoResult(dst, frames, bad, float(rate), ain is not None)
+    return VideoResult(dst, counts["frames"], counts["bad"], float(rate), ain is not None,
+                       time.perf_counter() - start)
+
+
+def _run_pipeline(items, work: Callable, sink: Callable) -> None:
+    """``sink(work(item))`` for every item in order, with ``items`` drawn on one thread, ``work`` on the caller's
+    and ``sink`` on a third, so decoding, inference and encoding overlap (PyAV, PyTorch and ONNX Runtime release
+    the GIL in their heavy calls). Queues hold two items: memory stays a few batches. The first exception of any
+    stage is re-raised here."""
+    import queue
+    import threading
+
+    todo: queue.Queue = queue.Queue(maxsize=2)
+    done: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    sink_error: list[BaseException] = []
+
+    def put(q: queue.Queue, obj) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(obj, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(todo, item):
+                    return
+        except BaseException as e:  # handed to the caller's thread
+            put(todo, _Failed(e))
+            return
+        put(todo, _DONE)
+
+    def consume() -> None:
+        while not stop.is_set():
+            try:
+                obj = done.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if obj is _DONE:
+                return
+            try:
+                sink(obj)
+            except BaseException as e:  # handed to the caller's thread
+                sink_error.append(e)
+                stop.set()
+
+    producer, consumer = threading.Thread(target=produce, daemon=True), threading.Thread(target=consume, daemon=True)
+    producer.start()
+    consumer.start()
+    try:
+        while not stop.is_set():
+            try:
+                obj = todo.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(obj, _Failed):
+                raise obj.error
+            if obj is _DONE or not put(done, work(obj)):
+                break
+        put(done, _DONE)
+        consumer.join()  # drains what is queued, then stops at _DONE (or at its own error)
+    finally:
+        stop.set()
+        producer.join()
+        consumer.join()
+    if sink_error:
+        raise sink_error[0]

@@ -1,0 +1,163 @@
+"""Inference backends behind one call: ``backend(x, style) -> y``, (B,3,H,W) RGB [0,1] (+ style ids (B,) int64 for
+multi-style models) → (B,3,H,W) [0,1] float32 on ``x``'s device.
+
+* :class:`TorchBackend` runs the :class:`~toonlab.infer.translator.GeneratorWrapper` module (optionally
+  ``torch.compile``-d, optionally channels-last); it is the only backend that can tile with exact image-wide
+  normalisation statistics, because those patch the module's norm layers.
+* :class:`OrtBackend` runs an ONNX file through ONNX Runtime. ``toonlab export`` writes such files
+  (:func:`write_onnx`); ``--backend auto`` exports a checkpoint once into a cache (:func:`cached_onnx`).
+
+The translator chooses among these and the exporter writes for them; this module imports neither (arrows point
+one way: translator, export → backends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from toonlab.errors import ToonlabError, UsageError
+
+ONNX_OPSET = 17
+
+
+class TorchBackend:
+    """The PyTorch module, eager or compiled. ``eager=True`` bypasses a compiled forward (tiles: their norm
+    layers are patched per pass, which a compiled graph would not see)."""
+
+    name = "torch"
+
+    def __init__(self, module: nn.Module, compile: bool = False, channels_last: bool = False):
+        self.module, self.channels_last = module, channels_last
+        self._forward: Callable = torch.compile(module, dynamic=False) if compile else module
+
+    def __call__(self, x: torch.Tensor, style: torch.Tensor | None = None, eager: bool = False) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return (self.module if eager else self._forward)(x, style).float()
+
+
+def ort_missing_reason() -> str | None:
+    """None when onnxruntime imports, else a one-line reason."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed (pip install 'toonlab[onnx]')"
+    return None
+
+
+class OrtBackend:
+    """An ONNX file written by :func:`write_onnx`, run by ONNX Runtime (CUDA provider first when present).
+    ``metadata``: the file's toonlab_* properties (model name, config, styles, size multiple, direction)."""
+
+    name = "onnxruntime"
+    module = None
+
+    def __init__(self, path: str | Path):
+        if ort_missing_reason():
+            raise UsageError("the onnx backend needs onnxruntime: pip install 'toonlab[onnx]'")
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise UsageError(f"{self.path}: no such ONNX file")
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        opts = ort.SessionOptions()
+        # no arena: a large image's buffers go back to the system after the run instead of staying reserved
+        opts.enable_cpu_mem_arena = False
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for foreign/corrupt files
+            raise ToonlabError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self._has_style = any(i.name == "style" for i in self.session.get_inputs())
+
+    def __call__(self, x: torch.Tensor, style: torch.Tensor | None = None, eager: bool = False) -> torch.Tensor:
+        feeds = {"image": np.ascontiguousarray(x.detach().float().cpu().numpy())}
+        if self._has_style:
+            if style is None:
+                style = torch.zeros(x.shape[0], dtype=torch.long)
+            feeds["style"] = style.cpu().numpy().astype(np.int64)
+        return torch.from_numpy(self.session.run(["output"], feeds)[0]).to(x.device)
+
+
+def onnx_metadata(model: nn.Module, meta: dict) -> dict[str, str]:
+    """The toonlab_* properties an exported file carries, from a built model and its export metadata."""
+    return {"toonlab_model": meta["model"], "toonlab_config": meta.get("config", "{}"),
+            "toonlab_styles": json.dumps(json.loads(meta.get("styles", "[]"))),
+            "toonlab_size_multiple": str(int(getattr(model, "size_multiple", 1))),
+            "toonlab_direction": getattr(model, "direction", "photo2cartoon"),
+            "toonlab_input_order": meta.get("input_order", "rgb")}
+
+
+def trace_example(wrapper: nn.Module, multiple: int) -> tuple[torch.Tensor, ...]:
+    """An input to trace ``wrapper`` with: (1,3,S,S) with S ≥ 64 a multiple of ``multiple`` (+ a style id)."""
+    side = max(64, 2 * multiple) // multiple * multiple
+    example = (torch.rand(1, 3, side, side),)
+    if getattr(wrapper, "multi_style", False):
+        example = example + (torch.zeros(1, dtype=torch.long),)
+    return example
+
+
+def write_onnx(wrapper: nn.Module, example: tuple, path: str | Path, info: dict[str, str],
+               opset: int = ONNX_OPSET) -> None:
+    """Export ``wrapper`` (a GeneratorWrapper, float32 on CPU) to ``path`` with dynamic batch/H/W and ``info``
+    as metadata_props. Not atomic: callers write to a temporary path and rename."""
+    import onnx
+
+    names = ["image"] + (["style"] if getattr(wrapper, "multi_style", False) else [])
+    axes = {"image": {0: "batch", 2: "height", 3: "width"}, "output": {0: "batch", 2: "height", 3: "width"}}
+    if "style" in names:
+        axes["style"] = {0: "batch"}
+    with torch.no_grad(), warnings.catch_warnings():
+        # the legacy TorchScript-based exporter: dynamic H/W through dynamic_axes, no onnxscript rewriting needed;
+        # its tracer/constant-folding warnings concern shape checks, not results (callers verify the export)
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, example, str(path), input_names=names, output_names=["output"],
+                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+    model = onnx.load(str(path))
+    for k, v in info.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(model, str(path))
+
+
+def cache_dir() -> Path:
+    """``$TOONLAB_CACHE/onnx`` or ``~/.cache/toonlab/onnx``."""
+    base = os.environ.get("TOONLAB_CACHE")
+    return (Path(base) if base else Path.home() / ".cache" / "toonlab") / "onnx"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_onnx(checkpoint: Path, wrapper: nn.Module, info: dict[str, str]) -> tuple[Path, bool]:
+    """The ONNX export of ``checkpoint`` from the cache, written on first use; returns ``(path, was_cached)``.
+    Key: the checkpoint file's sha256 + the onnxruntime, torch and toonlab versions (a new exporter or runtime
+    gets a fresh file). ``wrapper`` must be the checkpoint's GeneratorWrapper in float32 on CPU."""
+    import onnxruntime
+
+    from toonlab import __version__
+    from toonlab.checkpoint import atomic_write
+
+    key = f"{_file_sha256(checkpoint)[:32]}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
+    path = cache_dir() / f"{key}.onnx"
+    if path.is_file():
+        return path, True
+    example = trace_example(wrapper, int(info.get("toonlab_size_multiple", "1")))
+    atomic_write(path, lambda tmp: write_onnx(wrapper, example, tmp, info))
+    return path, False

@@ -1,0 +1,69 @@
+"""PyTorch and ONNX Runtime behind one interface: --backend auto, the export cache, tiled parity, the fallback."""
+
+import pytest
+import torch
+
+from toonlab.checkpoint import save_export
+from toonlab.errors import UsageError
+from toonlab.infer import translator as translator_mod
+from toonlab.infer.backends import OrtBackend, TorchBackend
+from toonlab.infer.export import export_model
+from toonlab.infer.translator import Translator
+from toonlab.models import build_model
+
+
+@pytest.fixture(scope="module")
+def ctss_file(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_export(build_model("ctss"), tmp_path_factory.mktemp("ck") / "ctss.safetensors")
+
+
+@pytest.fixture(scope="module")
+def photo(astronaut):
+    return torch.from_numpy(astronaut[100:196, 90:190].copy()).permute(2, 0, 1)[None].float() / 255  # 96×100
+
+
+def test_auto_runs_onnxruntime_from_a_cached_export(ctss_file, photo, onnx_cache):
+    torch_t = Translator.load(ctss_file, device="cpu")
+    auto = Translator.load(ctss_file, device="cpu", backend="auto")
+    assert isinstance(auto.backend, OrtBackend) and isinstance(torch_t.backend, TorchBackend)
+    assert "exported to" in auto.backend_note and auto.backend_note.endswith(".onnx)")
+    assert (auto(photo) - torch_t(photo)).abs().max() < 1e-4
+    files = list(onnx_cache.glob("*.onnx"))
+    assert len(files) == 1
+    again = Translator.load(ctss_file, device="cpu", backend="auto")
+    assert again.backend_note == f"onnxruntime (cached {files[0]})"
+    assert list(onnx_cache.glob("*.onnx")) == files  # reused, not exported twice
+
+
+def test_onnx_tiles_run_through_pytorch_with_exact_statistics(ctss_file, photo):
+    """Over the budget, the ONNX Runtime translator tiles through its PyTorch twin: the same pooled statistics,
+    so it equals the PyTorch translator's tiled output — never per-tile (blocky) ONNX tiles."""
+    ref = Translator.load(ctss_file, device="cpu")
+    budget = int(ref.memory_model().bytes(68, 68))
+    tiled_torch = Translator.load(ctss_file, device="cpu", memory_budget=budget)
+    tiled_ort = Translator.load(ctss_file, device="cpu", memory_budget=budget, backend="auto")
+    a, b = tiled_torch(photo), tiled_ort(photo)
+    assert tiled_ort.last_plan.tile == 68 and "through PyTorch" in tiled_ort.last_plan.reason
+    assert torch.allclose(a, b, atol=1e-6)
+    assert (b - ref(photo)).abs().mean() < 8 / 255  # random-init G, tiny tiles: close to untiled
+
+
+def test_auto_falls_back_to_pytorch_with_a_reason(ctss_file, photo, monkeypatch):
+    monkeypatch.setattr(translator_mod, "ort_missing_reason", lambda: "onnxruntime is not installed (pip ...)")
+    t = Translator.load(ctss_file, device="cpu", backend="auto")
+    assert isinstance(t.backend, TorchBackend)
+    assert t.backend_note == "torch (onnxruntime is not installed (pip ...))"
+    with pytest.raises(UsageError, match="onnxruntime"):
+        Translator.load(ctss_file, device="cpu", backend="onnx")
+    assert isinstance(Translator.load(ctss_file, device="cpu", backend="auto", compile=True).backend, TorchBackend)
+
+
+def test_bare_onnx_file_never_tiles(ctss_file, photo, tmp_path):
+    res = export_model(ctss_file, tmp_path / "c.onnx", check_size=(64, 64))
+    t = Translator.load(res.path, memory_budget=1 << 20)  # far below what a 96×100 image needs
+    y = t(photo)
+    assert t.last_plan.tile is None and "cannot tile" in t.last_plan.reason
+    assert (y - Translator.load(ctss_file, device="cpu")(photo)).abs().max() < 1e-4
+    with pytest.raises(UsageError, match="onnx"):
+        Translator.load(res.path, backend="torch")
