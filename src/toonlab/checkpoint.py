@@ -120,7 +120,8 @@ def check_model_size(name: str, config: Mapping[str, Any], source: str = "config
     n = sum(p.numel() for p in model.parameters())
     if n > MAX_PARAMS:
         raise ToonlabError(f"{source}: model {name!r} would have {n / 1e9:.1f} G parameters "
-                           f"({4 * n / 1e9:.1f} GB in fp32), over the {MAX_PARAMS / 1e9:.0f} G limit; refusing to build it")
+                           f"({4 * n / 1e9:.1f} GB in fp32), over the {MAX_PARAMS / 1e9:.0f} G limit; "
+                           f"refusing to build it")
 
 
 def save_export(model, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:

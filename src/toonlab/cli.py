@@ -566,6 +566,10 @@ def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. con
             typer.echo(f"error: aborted by a second {signal.Signals(e.signum).name}; no checkpoint written "
                        f"(--resume continues from the last one)", err=True)
         raise typer.Exit(128 + e.signum) from None
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before the trainer handles signals: nothing to save
+        if main_rank:
+            typer.echo("error: interrupted before training started; nothing saved", err=True)
+        raise typer.Exit(130) from None
     if result["interrupted"]:
         if main_rank:
             typer.echo(f"stopped by {result['interrupted']} at step {result['step']}: saved {result['state']} "

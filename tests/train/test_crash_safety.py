@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from toonlab.checkpoint import load_export, save_export
 from toonlab.cli import app
-from toonlab.errors import ConfigError, ToonlabError, UsageError
+from toonlab.errors import ConfigError, ToonlabError
 from toonlab.train.checkpoint import RunLock, load_state
 from toonlab.train.config import resolve_run_config
 from toonlab.train.trainer import Trainer, TrainingAborted, train
@@ -91,6 +91,70 @@ def test_cli_sigterm_saves_says_where_and_exits_143(tmp_path, tiny_data):
     assert _states(tmp_path / "run") == [f"state-{step:07d}.safetensors"]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == list(range(1, step + 1))
+
+
+_FAKE_TORCHRUN = """
+import pathlib, signal, sys, time
+log, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
+def got(signum, frame):
+    with open(log, "a") as f:
+        f.write(f"{signum}\\n")
+    if mode == "exit":
+        sys.exit(0)
+signal.signal(signal.SIGINT, got)
+signal.signal(signal.SIGTERM, got)
+log.write_text("")
+while True:
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.parametrize("mode", ["exit", "hang"])
+def test_nproc_launcher_forwards_the_first_signal_once_and_kills_on_the_second(tmp_path, monkeypatch, mode):
+    """`train --nproc` (distributed.launch): torchrun gets the first SIGTERM once and its exit ends the launch
+    (143); a torchrun that does not stop is killed by a second SIGTERM."""
+    import threading
+    import time
+
+    from toonlab.train import distributed as D
+
+    log, popen = tmp_path / "signals.txt", subprocess.Popen
+    monkeypatch.setattr(D.subprocess, "Popen", lambda cmd, **kw: popen(
+        [sys.executable, "-c", _FAKE_TORCHRUN, str(log), mode], **kw))
+
+    def send():
+        while not log.exists():
+            time.sleep(0.02)
+        for _ in range(1 if mode == "exit" else 2):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.5)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=send, daemon=True).start()
+    assert D.launch(2, ["c.yaml"]) == 143
+    assert log.read_text().split() == [str(int(signal.SIGTERM))]  # forwarded exactly once
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow
+def test_torchrun_sigterm_stops_every_rank_after_the_same_step(tmp_path, tiny_data):
+    """torchrun forwards SIGTERM to both workers; they agree on the stop (all-reduce each step), take the
+    state together (a collective) and rank 0 writes one checkpoint and says where."""
+    cfg = write_yaml(tmp_path / "c.yaml", _long_run(tmp_path, tiny_data))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(CLI), "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    first = proc.stdout.readline()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert first.startswith("step 1/402"), err[-3000:]
+    step = int(err.split("stopped by SIGTERM at step ")[1].split(":")[0])
+    run = tmp_path / "run"
+    assert _states(run) == [f"state-{step:07d}.safetensors"] and not (run / RunLock.NAME).exists()
+    state = load_state(run / "checkpoints" / f"state-{step:07d}.safetensors")
+    assert state["world"] == 2 and len(state["rng"]) == 2 and state["step"] == step
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == step
 
 
 # -- 14.4 checksums, fallback, non-finite exports -----------------------------------------------------------
@@ -254,6 +318,20 @@ def test_disk_full_during_a_checkpoint_is_one_line(tmp_path, tiny_data, monkeypa
     assert not (tmp_path / "run" / RunLock.NAME).exists()
 
 
+# -- 15.5 plain log lines -------------------------------------------------------------------------------------
+def test_plain_log_line_every_log_every_steps_when_stdout_is_not_a_tty(tmp_path, tiny_data):
+    cfg = write_yaml(tmp_path / "c.yaml", run_config(tmp_path, tiny_data, train={
+        "phase_steps": {"init": 1, "adv": 4}, "log_every": 2}))
+    result = CliRunner().invoke(app, ["train", str(cfg)])  # CliRunner's stdout is not a terminal
+    assert result.exit_code == 0, result.output
+    lines = [x for x in result.output.splitlines() if x.startswith("step ")]
+    assert [x.split("  ")[0] for x in lines] == ["step 2/5", "step 4/5", "step 5/5"]
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for line, rec in zip(lines, recs):
+        assert f"  {rec['phase']}  " in line and f"{rec['images_per_s']:.1f} img/s" in line and "ETA " in line
+        assert f"G/loss={rec['G/loss']:.4g}" in line and f"D/loss={rec['D/loss']:.4g}" in line
+
+
 # -- 14.14 file modes -----------------------------------------------------------------------------------------
 def test_run_files_honour_the_umask(tmp_path, tiny_data):
     old = os.umask(0o022)
@@ -264,3 +342,49 @@ def test_run_files_honour_the_umask(tmp_path, tiny_data):
     run = tmp_path / "run"
     for p in [run / "config.yaml", run / "env.json", *(run / "checkpoints").iterdir()]:
         assert p.stat().st_mode & 0o777 == want, p.name
+
+
+# -- soak: random SIGKILL / SIGINT / SIGTERM, resume each time, same run dir as one uninterrupted run ------------
+@pytest.mark.slow
+def test_soak_random_kills_end_identical_to_an_uninterrupted_run(tmp_path, tiny_data):
+    import random
+    import time
+
+    from .test_resume import run_files
+
+    rng = random.Random(14)  # the signals and delays are reproducible; where they land depends on the machine
+    cfg = write_yaml(tmp_path / "c.yaml", run_config(
+        tmp_path, tiny_data, model={"noise": 0.3},
+        train={"phase_steps": {"init": 6, "adv": 114}, "ckpt_every": 4, "sample_every": 7, "keep_last": 2,
+               "ema": 0.9}))
+    run = tmp_path / "run"
+    ref = _start(["train", cfg], tmp_path)
+    _, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err[-2000:]
+    run.rename(tmp_path / "whole")
+
+    kills = {signal.SIGKILL: 0, signal.SIGINT: 0, signal.SIGTERM: 0}
+    while sum(kills.values()) < 20:
+        fresh = not list((run / "checkpoints").glob("state-*")) if run.exists() else True
+        proc = _start(["train", cfg] if fresh else ["train", "--resume", run], tmp_path)
+        first = proc.stdout.readline()  # a plain log line: training is under way
+        for _ in range(rng.randint(0, 4)):  # a few more steps (at most 5 per attempt: 20 fit in 120)
+            proc.stdout.readline()
+        time.sleep(rng.uniform(0.0, 0.05))  # anywhere within a step, a sample or a checkpoint write
+        sig = rng.choice(list(kills))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=300)
+        assert first.startswith("step "), err[-2000:]
+        assert proc.returncode in ({signal.SIGKILL: -9, signal.SIGINT: 130, signal.SIGTERM: 143}[sig], 0), \
+            err[-2000:]
+        assert proc.returncode != 0, "the run ended before 20 kills: give it more steps"
+        assert "Traceback" not in err, err[-2000:]
+        kills[sig] += 1
+    done = _start(["train", "--resume", run], tmp_path)
+    _, err = done.communicate(timeout=600)
+    assert done.returncode == 0, err[-2000:]
+    assert all(kills.values()), kills  # every kind of kill happened
+    a, b = run_files(tmp_path / "whole"), run_files(run)
+    assert sorted(a) == sorted(b)  # no temp file, lock or stop checkpoint left over
+    for name in a:
+        assert a[name] == b[name], name

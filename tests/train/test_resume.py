@@ -3,9 +3,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from toonlab.checkpoint import read_export_metadata
 
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.train.checkpoint import load_state

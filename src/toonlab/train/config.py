@@ -27,14 +27,16 @@ class DataConfig:
     gray: str | None = None  # prepared grayscale cartoons; null = on the fly
     saliency: str | None = None  # prepared saliency maps of the photos; null = on the fly (MBD)
     size: int | None = ranged(None, ge=8)  # crop size; null = the model's paper size (Model.default_size)
-    resize: int | None = ranged(None, ge=0)  # shorter side resized to this before cropping; null = to `size`; 0 = keep native
+    # shorter side resized to this before cropping; null = to `size`; 0 = keep native
+    resize: int | None = ranged(None, ge=0)
     crop: Literal["random", "center"] = "random"
     flip: bool = True  # random horizontal flip (same flip for a cartoon and its side inputs)
     batch_size: int = ranged(8, ge=1)  # per process (DDP: the global batch is batch_size × world size)
     workers: int = ranged(2, ge=0)  # DataLoader worker processes (0 = load in the main process)
     val_photos: str | None = None  # photos translated into samples/; null = the first training photos
     val_count: int = ranged(4, ge=0)  # 0 = no sample grids
-    guided_radius: int = ranged(5, ge=1)  # on-the-fly guided cartoons: self-guided filter r and eps on [-1, 1] (PAPERS §2, eq 1)
+    # on-the-fly guided cartoons: self-guided filter r and eps on [-1, 1] (PAPERS §2, eq 1)
+    guided_radius: int = ranged(5, ge=1)
     guided_eps: float = ranged(0.2, gt=0)
 
 
@@ -47,9 +49,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only; ignored (with a warning) on CPU
     grad_accum: int = ranged(1, ge=1)  # micro-batches accumulated per optimiser step
-    ema: float | None = ranged(None, ge=0, lt=1)  # decay of an EMA copy of the translator (e.g. 0.999); exported and sampled when set
-    max_steps: int | None = ranged(None, ge=0)  # stop after this many steps in total (does not change schedules: resumable)
-    max_minutes: float | None = ranged(None, gt=0)  # wall-clock budget of this invocation: stop (with a checkpoint) when spent
+    # decay of an EMA copy of the translator (e.g. 0.999); exported and sampled when set
+    ema: float | None = ranged(None, ge=0, lt=1)
+    max_steps: int | None = ranged(None, ge=0)  # stop after this many steps in total (schedules unchanged: resumable)
+    max_minutes: float | None = ranged(None, gt=0)  # wall-clock budget of this invocation (then checkpoint, stop)
     phase_steps: dict[str, int] = field(default_factory=dict)  # steps of a phase instead of its epochs (tiny runs)
     lr_decay: Literal["none", "linear"] = "none"  # linear decay to 0 over the tail of each phase (CycleGAN-style)
     lr_decay_start: float = ranged(0.5, ge=0, le=1)  # fraction of each phase after which the linear decay starts

@@ -289,6 +289,8 @@ class Trainer:
                 f.write(json.dumps(rec) + "\n")
 
     def _start_run_dir(self) -> None:
+        # metrics of an earlier start that was killed before its first checkpoint: nothing can continue them
+        (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
         text = yaml.safe_dump(run_config_dict(self.cfg), sort_keys=False)
         atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         env = {"git_commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
