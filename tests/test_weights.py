@@ -183,6 +183,15 @@ def test_wrong_mapping_is_refused_and_nothing_written(tf_module_file, photos, tm
     assert not out.exists()
 
 
+def test_saved_bytes_depend_on_the_tensors_only(tmp_path):
+    state = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.ones(4)}
+    a, b = weights.save_state(state, tmp_path / "x.pth"), weights.save_state(state, tmp_path / "sub" / "y.pth")
+    assert a.read_bytes() == b.read_bytes()  # same weights → same sha256 in every report, on every machine
+    state["b"][0] = 2
+    assert weights.save_state(state, tmp_path / "z.pth").read_bytes() != a.read_bytes()
+    assert torch.equal(torch.load(tmp_path / "z.pth", weights_only=True)["b"], state["b"])
+
+
 def test_foreign_modules_and_wheels_are_rejected(tf_module_file, tmp_path):
     good = {f"net.layers.{k}": v for k, v in {"conv.weight": torch.zeros(32, 3, 3, 3)}.items()}
     with pytest.raises(ToonlabError, match="lacks"):

