@@ -6,15 +6,14 @@
 For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
 (configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
 steps of a phase (from metrics.jsonl; data loading with workers=0 included). Prints one JSON object.
-VGG19: the real file when ``$TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth`` exists, else random weights (same
-cost) — reported as ``vgg_weights``.
+Perceptual backbone: what ``model.perceptual=auto`` resolves to here (VGG19 with its file, else EfficientNet-Lite0),
+or ``random`` when neither is available — reported as ``perceptual``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
@@ -39,11 +38,14 @@ def _write_images(folder: Path, n: int, size: int, seed: int) -> None:
         Image.fromarray(img).save(folder / f"{i:03d}.png")
 
 
-def vgg_weights_choice() -> str:
-    from toonlab.nn.vgg import VGG19_FILE
+def perceptual_choice() -> str:
+    from toonlab.errors import MissingWeightsError
+    from toonlab.nn.perceptual import resolve_perceptual
 
-    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    return "imagenet" if (home / "hub" / "checkpoints" / VGG19_FILE).is_file() else "random"
+    try:
+        return resolve_perceptual("auto")
+    except MissingWeightsError:
+        return "random"
 
 
 def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | None, size: int | None,
@@ -70,15 +72,15 @@ def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | Non
             "train.phase_steps={" + ", ".join(f"{p}: {n}" for p in phases) + "}"]
     fields = get_model_class(name).Config.__dataclass_fields__
     vgg = None
-    if "vgg_weights" in fields:
-        vgg = vgg_weights_choice()
-        over.append(f"model.vgg_weights={vgg}")
+    if "perceptual" in fields:
+        vgg = perceptual_choice()
+        over.append(f"model.perceptual={vgg}")
     trainer = Trainer(load_run_config(ROOT / "configs" / f"{name}.yaml", over))
     t0 = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - t0
     recs = [json.loads(x) for x in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
-    out = {"size": size, "batch": batch, "vgg_weights": vgg, "wall_s": round(wall, 1)}
+    out = {"size": size, "batch": batch, "perceptual": vgg, "wall_s": round(wall, 1)}
     for p in phases:
         ips = [r["images_per_s"] for r in recs if r.get("phase") == p][warmup:]
         out[f"{p}_images_per_s"] = round(float(np.mean(ips)), 3) if ips else None

@@ -7,8 +7,8 @@ phase runs for minutes/8 (``train.max_minutes``), then the run is resumed with t
 stopped and the adversarial phase filling the rest. Patch size and strides are the paper's scaled by 64/256
 (l = 24, s ~ U(12, 18)); everything else is the CTSS paper recipe (configs/ctss.yaml).
 Prints JSON: steps/s, images/s, the SynthToon test PSNR of the raw generator output vs the true cartoons, next to
-the PSNR of the unchanged photos and of the classic cartoonizer, and which VGG19 weights were used
-(``random`` when $TORCH_HOME/hub/checkpoints/vgg19-dcbb9e9d.pth is absent: content loss on random features).
+the PSNR of the unchanged photos and of the classic cartoonizer, and which perceptual backbone was used (what
+``auto`` resolves to; ``random`` when neither VGG19 nor EfficientNet-Lite0 is available).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    from bench_train import vgg_weights_choice
+    from bench_train import perceptual_choice
 
     from toonlab.checkpoint import load_export
     from toonlab.data.synth import make_synthtoon
@@ -61,7 +61,7 @@ def main() -> None:
     from toonlab.train.trainer import train
 
     data = make_synthtoon(args.data, args.n, args.size, 0, n_test=args.n_test)
-    vgg = vgg_weights_choice()
+    vgg = perceptual_choice()
     scale = args.size / 256
     patch = max(8, round(96 * scale))
     strides = [max(1, round(48 * scale)), max(1, round(72 * scale))]
@@ -69,7 +69,7 @@ def main() -> None:
     big = 10 ** 7
     common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
               f"data.size={args.size}", f"data.batch_size={args.batch}", f"data.workers={args.workers}",
-              f"data.val_photos={data / 'test/photos'}", f"model.vgg_weights={vgg}", f"model.patch_size={patch}",
+              f"data.val_photos={data / 'test/photos'}", f"model.perceptual={vgg}", f"model.patch_size={patch}",
               f"model.stride_range={strides}", f"model.stride_fixed={strides}", f"train.device={args.device}",
               "train.progress=false", "train.log_every=10", "train.sample_every=200", "train.ckpt_every=500"]
     t0 = time.perf_counter()
@@ -95,7 +95,7 @@ def main() -> None:
     out = {
         "benchmark": "ctss_synthtoon", "minutes": args.minutes, "size": args.size, "batch": args.batch,
         "device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "vgg_weights": vgg, "patch_size": patch, "stride_range": strides,
+        "perceptual": vgg, "patch_size": patch, "stride_range": strides,
         "train_images": args.n, "test_images": len(photos),
         "steps": result["step"], "init_steps": init_steps, "adv_steps": result["step"] - init_steps,
         "wall_s": round(wall, 1), "steps_per_s": round(result["step"] / wall, 4),
