@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -37,16 +37,15 @@ from torch import nn
 from toonlab.errors import MissingWeightsError, UsageError
 
 Perceptual = Literal["auto", "vgg19", "vgg19_caffe", "efficientnet_lite0", "random"]
-CHOICES: tuple[str, ...] = ("auto", "vgg19", "vgg19_caffe", "efficientnet_lite0", "random")
+CHOICES: tuple[str, ...] = get_args(Perceptual)
 FEATURE_TARGET = 5.0
 # mean |feature| of the un-normalised networks on the photos named in the module docstring
 RAW_MEAN_ABS = {"efficientnet_lite0": 5.724, "random": 0.0718}
 EFFICIENTNET_BLOCK = 4  # stride 8, 40 channels (see EfficientNetLite0Features)
 
 
-def _fallbacks() -> str:
-    return ("or pip install 'toonlab[perceptual]' (EfficientNet-Lite0; or toonlab weights fetch efficientnet); "
-            "model.perceptual=random runs offline on random features (experiments only)")
+_FALLBACKS = ("or pip install 'toonlab[perceptual]' (EfficientNet-Lite0; or toonlab weights fetch efficientnet); "
+              "model.perceptual=random runs offline on random features (experiments only)")
 
 
 def _vgg_missing(variant: str) -> MissingWeightsError:
@@ -78,7 +77,7 @@ def resolve_perceptual(name: str) -> str:
         if efficientnet_installed():
             return "efficientnet_lite0"
         raise MissingWeightsError(f"no perceptual backbone for model.perceptual=auto: put {path.name} (from {url}; "
-                                  f"toonlab weights fetch vgg19) into {path.parent}, {_fallbacks()}")
+                                  f"toonlab weights fetch vgg19) into {path.parent}, {_FALLBACKS}")
     if name in ("vgg19", "vgg19_caffe"):
         variant = "torchvision" if name == "vgg19" else "caffe"
         if not imagenet_file(variant)[0].is_file():
