@@ -34,7 +34,9 @@ use 1.4, "+40 % for all related methods … for fair comparison", Fig. 7): rows 
 post-processing, so they are compared on equal terms. ``study: {datasets: [...]}`` prepares a rating study
 (``toonlab study serve``) over the rows' outputs and, once ratings exist, folds ``toonlab study report`` into
 the table as a "Subjective" column (seed 000 Table 1). Rows trained with ``train.eval_every`` (the eval hook,
-``toonlab.train.eval_hook``) get metric-vs-epoch curves (``curve-METRIC-DATASET.png``, Toon2real Figs 3–4).
+``toonlab.train.eval_hook``) get metric-vs-epoch curves (``curve-METRIC-DATASET.png``, Toon2real Figs 3–4); in
+``train_overrides`` / row ``overrides``, ``{test_inputs}``, ``{fid_reference}`` and ``{truth}`` stand for the
+dataset's folders (``train.eval_inputs={test_inputs}``).
 
 Relative paths inside the file are relative to the current directory, except ``config:`` (relative to the file,
 like ``base:``). A trained row's run dir is ``OUT/runs/ROW/DATASET`` (for a model trained once for several
@@ -183,7 +185,7 @@ class RowPlan:
     cfg: Any = None
 
 
-def _plan_row(row: RowSpec, spec: ExperimentSpec, base_dir: Path) -> RowPlan:
+def _plan_row(row: RowSpec, spec: ExperimentSpec, base_dir: Path, d: DatasetSpec) -> RowPlan:
     if row.classic:
         return RowPlan()
     if row.run is not None:  # known once its export is loaded (checked in translate_folder)
@@ -191,7 +193,7 @@ def _plan_row(row: RowSpec, spec: ExperimentSpec, base_dir: Path) -> RowPlan:
     from toonlab.models import build_model
     from toonlab.train.config import load_run_config
 
-    cfg = load_run_config(base_dir / row.config, [*spec.train_overrides, *row.overrides])
+    cfg = load_run_config(base_dir / row.config, fill_overrides([*spec.train_overrides, *row.overrides], d))
     model = build_model(cfg.model_name, cfg.model_fields())
     return RowPlan(model.direction, tuple(model.styles), cfg)
 
@@ -255,6 +257,21 @@ def _final_export(run_dir: Path) -> Path | None:
     return p if p.is_file() else None
 
 
+def fill_overrides(overrides: list[str], d: DatasetSpec) -> list[str]:
+    """``{test_inputs}``, ``{fid_reference}``, ``{truth}`` in overrides → dataset ``d``'s folders (e.g. the eval
+    hook's held-out set: ``train.eval_inputs={test_inputs}``)."""
+    fill = {"{test_inputs}": d.test_inputs, "{fid_reference}": d.fid_reference, "{truth}": d.truth}
+    out = []
+    for o in overrides:
+        for key, value in fill.items():
+            if key in o:
+                if value is None:
+                    raise ConfigError(f"override {o!r}: dataset {d.name!r} has no {key.strip('{}')}")
+                o = o.replace(key, str(value))
+        out.append(o)
+    return out
+
+
 def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Path, run_dir: Path,
                log: Callable[[str], None], cartoons: str | None = None) -> Path:
     """Train one (row, dataset) run with the trainer, or reuse its final export."""
@@ -268,7 +285,7 @@ def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Pat
     from toonlab.train.trainer import train
 
     overrides = [f"data.photos={d.train_photos}", f"data.cartoons={cartoons}", f"train.run_dir={run_dir}",
-                 *spec.train_overrides, *row.overrides]
+                 *fill_overrides([*spec.train_overrides, *row.overrides], d)]
     log(f"training {row.name} on {d.name} → {run_dir}")
     result = train(base_dir / row.config, overrides)
     export = Path(result.get("export") or run_dir / "checkpoints" / "latest.safetensors")
@@ -341,7 +358,7 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
         evaluator = FIDEvaluator(spec.fid_weights, device=spec.device, batch_size=spec.fid_batch_size)
 
     # every row is checked against every dataset before anything trains (direction, styles)
-    plans = {r.name: _plan_row(r, spec, base_dir) for r in spec.rows}
+    plans = {r.name: _plan_row(r, spec, base_dir, datasets[0]) for r in spec.rows}
     cartoons = {}
     for row in spec.rows:
         for d in datasets:
