@@ -1,0 +1,229 @@
+"""White-box cartoonization: structure representation (segmentation + adaptive colouring), random colour shift,
+photo-guided output filter, the authors' networks and loss normalisations, and a slow bit-exact resume."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toonlab import losses, ops
+from toonlab.models import build_model
+from toonlab.models.whitebox import (
+    WEIGHTS,
+    WhiteBoxDiscriminator,
+    WhiteBoxGenerator,
+    color_shift,
+    guided_filter_tf,
+    tv_loss,
+)
+from toonlab.nn.blocks import count_parameters
+from toonlab.ops.superpixel import OpsInputError, adaptive_colour, segment, structure_representation
+
+
+def _regions_image():
+    """64×64 RGB in [-1, 1], three vertical bands with known spreads (0–255 units): band 0 σ ≈ 5 (→ mean),
+    band 1 σ ≈ 30 (→ (mean + median)/2), band 2 σ ≈ 70 (→ median); skewed values so mean ≠ median."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((64, 64), np.int32)
+    labels[:, 20:40], labels[:, 40:] = 1, 2
+    img = np.empty((64, 64, 3))
+    for lab, (base, spread) in enumerate([(60, 5), (120, 30), (130, 70)]):
+        m = labels == lab
+        img[m] = base + spread * (rng.exponential(1.0, (m.sum(), 3)) - 1.0)
+    return (img / 127.5 - 1).astype(np.float32), labels
+
+
+def test_adaptive_colour_matches_a_direct_computation():
+    img, labels = _regions_image()
+    out = adaptive_colour(img, labels)
+    u8 = (img.astype(np.float64) + 1) * 127.5
+    expected = {}
+    for lab in range(3):
+        px = u8[labels == lab]
+        sigma = px.std()
+        mean, median = px.mean(0), np.median(px, 0)
+        expected[lab] = mean if sigma < 20 else (mean + median) / 2 if sigma < 40 else median
+        assert [sigma < 20, 20 <= sigma < 40, sigma >= 40][lab], f"band {lab} has σ {sigma:.1f}"
+    for lab in range(3):
+        got = (out[labels == lab].astype(np.float64) + 1) * 127.5
+        np.testing.assert_allclose(got, np.broadcast_to(expected[lab], got.shape), atol=1e-3)
+    assert not np.allclose(expected[2], u8[labels == 2].mean(0), atol=1.0)  # the median band is not the mean
+    mean_only = adaptive_colour(img, labels, "mean")
+    np.testing.assert_allclose(mean_only[labels == 2][0], img[labels == 2].mean(0), atol=1e-5)
+
+
+def test_segmentations_find_flat_regions_and_structure_keeps_a_flat_image():
+    img = np.full((64, 64, 3), -0.8, np.float32)
+    img[:32, 32:] = (0.9, -0.2, 0.1)
+    img[32:, :32] = (-0.1, 0.7, -0.6)
+    img[32:, 32:] = (0.3, 0.3, 0.9)
+    labels = segment(img, "felzenszwalb")
+    assert labels.max() + 1 == 4
+    for q in (labels[:32, :32], labels[:32, 32:], labels[32:, :32], labels[32:, 32:]):
+        assert np.unique(q).size == 1                                   # each quadrant is one region
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    for method in ("felzenszwalb", "slic"):
+        torch.testing.assert_close(structure_representation(x, method, n_segments=16), x, atol=1e-6, rtol=0)
+    assert 8 <= segment(img, "slic", n_segments=16).max() + 1 <= 32
+    with pytest.raises(OpsInputError):
+        segment(img, "watershed")
+
+
+def test_felzenszwalb_settings_match_the_authors_scikit_image_call(astronaut):
+    """Authors: skimage felzenszwalb(scale=10, sigma=0.8, min_size=100) on [-1, 1]; ours: OpenCV, k = 5 on 0–255."""
+    from skimage.segmentation import felzenszwalb
+
+    img = (astronaut[::4, ::4].astype(np.float32) / 127.5 - 1)
+    ours = segment(img, "felzenszwalb").max() + 1
+    theirs = felzenszwalb(img, scale=10, sigma=0.8, min_size=100).max() + 1
+    assert abs(ours - theirs) <= 0.2 * theirs, (ours, theirs)
+
+
+def test_color_shift_paper_and_code_forms():
+    fake, cartoon = torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 8, 8) * 2 - 1
+    torch.manual_seed(7)
+    g_fake, g_cartoon = color_shift(fake, cartoon, "paper")
+    torch.manual_seed(7)
+    beta = torch.rand(3) * 2 - 1
+    y = 0.299 * fake[:, 0] + 0.587 * fake[:, 1] + 0.114 * fake[:, 2]
+    expected = 0.2 * (beta[0] * fake[:, 0] + beta[1] * fake[:, 1] + beta[2] * fake[:, 2]) + 0.8 * y
+    torch.testing.assert_close(g_fake[:, 0], expected)
+    assert g_fake.shape == g_cartoon.shape == (2, 1, 8, 8)
+    same_a, same_b = color_shift(fake, fake.clone(), "paper")
+    assert torch.equal(same_a, same_b)                                   # one draw for both inputs
+    # code form: w ~ U(.199,.399), U(.487,.687), U(.014,.214), normalised by their sum
+    torch.manual_seed(3)
+    g_fake, _ = color_shift(fake, cartoon, "code")
+    torch.manual_seed(3)
+    w = torch.rand(3) * 0.2 + torch.tensor([0.199, 0.487, 0.014])
+    torch.testing.assert_close(g_fake[:, 0], (w[0] * fake[:, 0] + w[1] * fake[:, 1] + w[2] * fake[:, 2]) / w.sum())
+    flat = torch.full((1, 3, 4, 4), 0.3)
+    assert torch.allclose(color_shift(flat, flat, "code")[0], torch.tensor(0.3))  # gray stays gray
+
+
+def _np_box(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over the in-image part of each (2r+1)² window, pixel by pixel (the authors' tf_box_filter / N)."""
+    h, w = x.shape[-2:]
+    out = np.empty_like(x)
+    for i in range(h):
+        for j in range(w):
+            out[..., i, j] = x[..., max(0, i - r):i + r + 1, max(0, j - r):j + r + 1].mean(axis=(-2, -1))
+    return out
+
+
+def test_authors_guided_filter_matches_direct_computation_and_ops_inside():
+    guide, src = torch.rand(2, 3, 10, 13, dtype=torch.float64) * 2 - 1, torch.randn(2, 3, 10, 13, dtype=torch.float64)
+    for r, eps in ((1, 1e-2), (2, 0.2)):
+        got = guided_filter_tf(guide, src, r, eps)
+        x, y = guide.numpy(), src.numpy()
+        mx, my = _np_box(x, r), _np_box(y, r)
+        a = (_np_box(x * y, r) - mx * my) / (_np_box(x * x, r) - mx * mx + eps)
+        b = my - a * mx
+        np.testing.assert_allclose(got.numpy(), _np_box(a, r) * x + _np_box(b, r), atol=1e-12)
+        for c in range(3):  # channel c guided by channel c; equal to toonlab.ops away from the border
+            ref = ops.guided_filter(src[:, c:c + 1], guide[:, c:c + 1], r, eps)
+            inner = (slice(None), slice(None), slice(2 * r, -2 * r), slice(2 * r, -2 * r))
+            torch.testing.assert_close(got[:, c:c + 1][inner], ref[inner])
+
+
+def test_translator_filters_with_the_photo_and_clips():
+    photo = torch.rand(2, 3, 16, 16) * 2 - 1
+    model = build_model("white_box", {"ch": 8, "n_blocks": 1})
+    tr = model.translator().eval()
+    assert set(k.split(".")[0] for k in tr.state_dict()) == {"G"}
+    with torch.no_grad():
+        raw = model.networks["G"](photo) * 3
+        model.networks["G"].up2[1].weight.mul_(3)
+        model.networks["G"].up2[1].bias.mul_(3)
+        y = tr(photo)
+    assert raw.abs().max() > 1
+    torch.testing.assert_close(y, guided_filter_tf(photo, raw, 1, 5e-3).clamp(-1, 1))
+    off = build_model("white_box", {"ch": 8, "n_blocks": 1, "filter_output": False}).translator()
+    off.load_state_dict(tr.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(off.eval()(photo), raw.clamp(-1, 1))
+
+
+def _conv_params(k, cin, cout):
+    return k * k * cin * cout + cout
+
+
+def test_networks_are_the_authors_layer_for_layer():
+    ch = 32
+    convs = [(7, 3, ch), (3, ch, ch), (3, ch, 2 * ch), (3, 2 * ch, 2 * ch), (3, 2 * ch, 4 * ch)]
+    convs += [(3, 4 * ch, 4 * ch)] * 8                         # 4 residual blocks × 2 convs
+    convs += [(3, 4 * ch, 2 * ch), (3, 2 * ch, 2 * ch), (3, 2 * ch, ch), (3, ch, ch), (7, ch, 3)]
+    assert count_parameters(WhiteBoxGenerator()) == sum(_conv_params(*c) for c in convs)
+    x = torch.rand(1, 3, 40, 24) * 2 - 1
+    assert WhiteBoxGenerator(8, 1)(x).shape == x.shape
+    d = WhiteBoxDiscriminator(1)
+    assert d(torch.rand(2, 1, 64, 64)).shape == (2, 1, 8, 8)
+    convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 7 and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+
+
+def test_weights_tv_and_recipe():
+    small = {"ch": 4, "n_blocks": 0, "d_ch": 4}
+    assert build_model("white_box", small).lambdas == WEIGHTS["paper"] == (1.0, 10.0, 2e3, 2e3, 1e4)
+    assert build_model("white_box", {**small, "weights": "code"}).lambdas == (0.1, 1.0, 200.0, 200.0, 1e4)
+    assert build_model("white_box", {**small, "lambda_texture": 0.0}).lambdas[1] == 0.0
+    x = torch.zeros(1, 3, 4, 6)
+    x[..., 3:] = 1.0  # one vertical step: 3 of the 5 column differences per row are 0, one is 1
+    dw = 1.0 / 5      # mean over (1,3,4,5) of the squared horizontal differences
+    assert tv_loss(x).item() == pytest.approx(dw / (3 * 4 * 6))
+    assert tv_loss(x).item() == pytest.approx(losses.total_variation(x).item() / 72)
+    m = build_model("white_box", small)
+    assert [(p.name, [s.name for s in p.steps]) for p in m.phases()] == [("init", ["init"]), ("adv", ["G", "D"])]
+    assert m.phases()[1].steps[0].betas == (0.5, 0.99)
+
+
+def test_structure_loss_sees_the_superpixel_image_of_the_output():
+    """Only the structure term on: its value is the feature L1 between the output and F_st(output)."""
+    from toonlab.models.whitebox import feature_l1
+
+    torch.manual_seed(0)
+    m = build_model("white_box", {"ch": 8, "n_blocks": 1, "lambda_surface": 0.0, "lambda_texture": 0.0,
+                                  "lambda_content": 0.0, "lambda_tv": 0.0})
+    photo = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = m.training_step("G", {"photo": photo, "cartoon": photo})
+    with torch.no_grad():
+        fake = m._output(photo)
+        ref = feature_l1(m.cfg, fake, structure_representation(fake))
+    torch.testing.assert_close(out["structure"], ref)
+    torch.testing.assert_close(out["loss"], 2e3 * ref)
+
+
+@pytest.mark.slow
+def test_white_box_resumes_bit_exact(tmp_path):
+    """Tiny recipe: 3 steps in one go == 2 steps + resume + 1 step (weights and optimisers)."""
+    from toonlab.data.synth import make_synthtoon
+    from toonlab.train.checkpoint import load_state
+    from toonlab.train.trainer import train
+
+    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "white_box-tiny.yaml"
+    common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
+              "train.progress=false", "train.phase_steps={init: 1, adv: 2}"]
+    train(cfg, common + [f"train.run_dir={tmp_path / 'a'}"])
+    train(cfg, common + [f"train.run_dir={tmp_path / 'b'}", "train.max_steps=2"])
+    train(None, ["train.max_steps=null"], resume=tmp_path / "b")
+    a, b = (load_state(sorted((tmp_path / r / "checkpoints").glob("state-*"))[-1]) for r in ("a", "b"))
+    assert a["step"] == b["step"] == 3
+    for part in ("networks", "optimizers"):
+        for k, v in a[part].items():
+            _assert_equal(v, b[part][k], f"{part}.{k}")
+
+
+def _assert_equal(a, b, path):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
