@@ -1,0 +1,112 @@
+"""SingleGAN: the conditional-bias instance norm by hand, the authors' layer sizes, domain conditioning, the loss
+composition, and a slow bit-exact resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from toonlab import losses
+from toonlab.models import build_model
+from toonlab.models.singlegan import CBIN, MultiScaleD, SingleGenerator, domain_code
+from toonlab.nn.blocks import count_parameters
+
+SMALL = {"ngf": 4, "ndf": 4, "n_blocks": 1}
+
+
+def test_cbin_by_hand():
+    norm = CBIN(3, 2)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        norm.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
+    x, d = torch.randn(2, 3, 5, 4), torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mean, var = x.mean((2, 3), keepdim=True), x.var((2, 3), unbiased=False, keepdim=True)
+    shift = torch.tanh(d @ norm.con_bias.weight.T + norm.con_bias.bias)[:, :, None, None]
+    expected = ((x - mean) / torch.sqrt(var + 1e-5) + shift) * norm.weight[:, None, None] + norm.bias[:, None, None]
+    torch.testing.assert_close(norm(x, d), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_authors_layer_sizes():
+    ngf = 64
+    cbin = lambda c: 2 * c + c + 2 * c  # noqa: E731  Linear(2, C) weight + bias, then γ and β
+    expected = (3 * ngf * 49 + cbin(ngf) + ngf * 2 * ngf * 16 + cbin(2 * ngf) + 2 * ngf * 4 * ngf * 16 + cbin(4 * ngf)
+                + 6 * (2 * (4 * ngf) ** 2 * 9 + 2 * cbin(4 * ngf))
+                + 4 * ngf * 2 * ngf * 16 + 2 * ngf * ngf * 16 + ngf * 3 * 49)  # no conv biases anywhere in G
+    assert count_parameters(SingleGenerator()) == expected
+    d = MultiScaleD(64)
+    x = torch.rand(1, 3, 128, 128)
+    assert [tuple(s.shape) for s in d(x)] == [(1, 1, 15, 15), (1, 1, 7, 7)]
+    convs = [m for m in list(d.modules()) + list(SingleGenerator(4, 1).modules())
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(hasattr(m, "weight_orig") for m in convs)   # spectral norm on every conv
+
+
+def test_domain_code_steers_the_translation():
+    m = build_model("singlegan", SMALL).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        to_r, to_c = m.networks["G"](x, domain_code(1, 2, x)), m.networks["G"](x, domain_code(0, 2, x))
+        assert not torch.allclose(to_r, to_c)
+        torch.testing.assert_close(m.translator()(x), to_r)           # cartoon → photo exports G(·, d_R)
+        p2c = build_model("singlegan", {**SMALL, "translate": "photo2cartoon"})
+        p2c.load_state_dict(m.state_dict())
+        torch.testing.assert_close(p2c.eval().translator()(x), to_c)
+    assert m.direction == "cartoon2photo" and p2c.direction == "photo2cartoon"
+    assert {k.split(".")[0] for k in m.translator().state_dict()} == {"G"}
+
+
+def test_losses_are_the_authors():
+    torch.manual_seed(0)
+    m = build_model("singlegan", SMALL).train()
+    x_c, x_r = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    G, D_r, D_c = m.networks["G"], m.networks["D_r"], m.networks["D_c"]
+    state = {k: v.clone() for k, v in m.state_dict().items()}  # SN power iterations move u, v: replay them
+    out = m.training_step("G", {"cartoon": x_c, "photo": x_r})
+    m.load_state_dict(state)
+    fake_r, fake_c = G(x_c, domain_code(1, 2, x_c)), G(x_r, domain_code(0, 2, x_r))
+    adv = sum(F.mse_loss(s, torch.ones_like(s)) for s in D_r(fake_r)) + \
+        sum(F.mse_loss(s, torch.ones_like(s)) for s in D_c(fake_c))
+    cyc = torch.cat([G(fake_r, domain_code(0, 2, x_c)), G(fake_c, domain_code(1, 2, x_r))]).sub(
+        torch.cat([x_c, x_r])).abs().mean()
+    torch.testing.assert_close(out["g_adv"], adv)
+    torch.testing.assert_close(out["cycle"], cyc)
+    torch.testing.assert_close(out["loss"], adv + 10 * cyc)
+    d = m.training_step("D", {"cartoon": x_c, "photo": x_r})
+    assert d["loss"].item() == pytest.approx(d["d_r"].item() + d["d_c"].item())
+    assert losses.d_loss_real(torch.ones(3)).item() == 0                 # real → 1 (LSGAN)
+    assert [s.name for s in m.phases()[0].steps] == ["D", "G"] and m.phases()[0].steps[0].lr == 1e-4
+
+
+@pytest.mark.slow
+def test_singlegan_resumes_bit_exact(tmp_path):
+    """Tiny recipe: 3 steps in one go == 2 steps + resume + 1 step (weights, SN vectors and optimisers)."""
+    from toonlab.data.synth import make_synthtoon
+    from toonlab.train.checkpoint import load_state
+    from toonlab.train.trainer import train
+
+    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
+    cfg = Path(__file__).resolve().parents[2] / "configs" / "singlegan-tiny.yaml"
+    common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
+              "train.progress=false", "train.phase_steps={adv: 3}"]
+    train(cfg, common + [f"train.run_dir={tmp_path / 'a'}"])
+    train(cfg, common + [f"train.run_dir={tmp_path / 'b'}", "train.max_steps=2"])
+    train(None, ["train.max_steps=null"], resume=tmp_path / "b")
+    a, b = (load_state(sorted((tmp_path / r / "checkpoints").glob("state-*"))[-1]) for r in ("a", "b"))
+    assert a["step"] == b["step"] == 3
+    for part in ("networks", "optimizers"):
+        _assert_equal(a[part], b[part], part)
+
+
+def _assert_equal(a, b, path):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, path
