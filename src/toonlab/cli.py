@@ -574,7 +574,10 @@ def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. con
         if main_rank:
             typer.echo(f"stopped by {result['interrupted']} at step {result['step']}: saved {result['state']} "
                        f"(continue with: toonlab train --resume {result['run_dir']})", err=True)
-        raise typer.Exit(128 + signal.Signals[result["interrupted"]].value)
+        from toonlab.train.distributed import LAUNCHED_ENV
+
+        # under --nproc the launcher exits 128 + signal (a worker's non-zero exit makes torchrun report a failure)
+        raise typer.Exit(0 if os.environ.get(LAUNCHED_ENV) else 128 + signal.Signals[result["interrupted"]].value)
     if main_rank:
         typer.echo(f"trained to step {result['step']}: {result['export']}")
 # ---- end train ------------------------------------------------------------------------------------------------

@@ -93,12 +93,12 @@ def test_cli_sigterm_saves_says_where_and_exits_143(tmp_path, tiny_data):
     assert [json.loads(x)["step"] for x in lines] == list(range(1, step + 1))
 
 
-_FAKE_TORCHRUN = """
+_FAKE_WORKER = """
 import pathlib, signal, sys, time
 log, mode = pathlib.Path(sys.argv[1]), sys.argv[2]
 def got(signum, frame):
     with open(log, "a") as f:
-        f.write(f"{signum}\\n")
+        f.write(f"worker {signum}\\n")
     if mode == "exit":
         sys.exit(0)
 signal.signal(signal.SIGINT, got)
@@ -107,20 +107,32 @@ log.write_text("")
 while True:
     time.sleep(0.02)
 """
+# torchrun's part: start one worker in its own session, record any signal it gets itself, exit with the worker
+_FAKE_TORCHRUN = """
+import pathlib, signal, subprocess, sys
+log = pathlib.Path(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda s, f: open(log, "a").write(f"torchrun {s}\\n"))
+sys.exit(subprocess.Popen([sys.executable, "-c", sys.argv[3], *sys.argv[1:3]], start_new_session=True).wait())
+"""
 
 
 @pytest.mark.parametrize("mode", ["exit", "hang"])
 def test_nproc_launcher_forwards_the_first_signal_once_and_kills_on_the_second(tmp_path, monkeypatch, mode):
-    """`train --nproc` (distributed.launch): torchrun gets the first SIGTERM once and its exit ends the launch
-    (143); a torchrun that does not stop is killed by a second SIGTERM."""
+    """`train --nproc` (distributed.launch): the first SIGTERM goes once to torchrun's workers, which stop and
+    end the launch (143); workers that do not stop are killed, with torchrun, by a second SIGTERM."""
     import threading
     import time
 
     from toonlab.train import distributed as D
 
-    log, popen = tmp_path / "signals.txt", subprocess.Popen
-    monkeypatch.setattr(D.subprocess, "Popen", lambda cmd, **kw: popen(
-        [sys.executable, "-c", _FAKE_TORCHRUN, str(log), mode], **kw))
+    log, popen, procs = tmp_path / "signals.txt", subprocess.Popen, []
+
+    def fake_popen(cmd, **kw):
+        assert kw["env"][D.LAUNCHED_ENV] == "1" and kw["start_new_session"]
+        procs.append(popen([sys.executable, "-c", _FAKE_TORCHRUN, str(log), mode, _FAKE_WORKER], **kw))
+        return procs[-1]
+
+    monkeypatch.setattr(D.subprocess, "Popen", fake_popen)
 
     def send():
         while not log.exists():
@@ -132,7 +144,8 @@ def test_nproc_launcher_forwards_the_first_signal_once_and_kills_on_the_second(t
     before = signal.getsignal(signal.SIGTERM)
     threading.Thread(target=send, daemon=True).start()
     assert D.launch(2, ["c.yaml"]) == 143
-    assert log.read_text().split() == [str(int(signal.SIGTERM))]  # forwarded exactly once
+    assert log.read_text().splitlines() == [f"worker {int(signal.SIGTERM)}"]  # the worker, exactly once
+    assert procs[0].returncode == (0 if mode == "exit" else -signal.SIGKILL)
     assert signal.getsignal(signal.SIGTERM) is before
 
 

@@ -21,6 +21,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 
+LAUNCHED_ENV = "TOONLAB_LAUNCHED"  # set by launch(): the launcher, not the workers, reports a stop by signal
+
+
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
@@ -124,23 +127,27 @@ def launch(nproc: int, args: list[str]) -> int:
     """Re-run ``toonlab train ARGS`` under torchrun with ``nproc`` local processes; returns its exit code.
 
     torchrun runs in its own session (and starts each worker in another), so a terminal's Ctrl-C reaches only this
-    process: the first SIGINT/SIGTERM is passed to torchrun, which forwards it once to every worker (they finish
-    the step, checkpoint and exit); a second one SIGKILLs torchrun and its workers at once. Interrupted, it
-    returns 128 + the signal number."""
+    process. The first SIGINT/SIGTERM goes straight to the workers (torchrun's children), which finish the step,
+    agree to stop, checkpoint and exit 0 (``TOONLAB_LAUNCHED``), so torchrun ends quietly instead of reporting a
+    failure; a second one SIGKILLs torchrun and its workers. Interrupted, it returns 128 + the signal number."""
     import signal
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "toonlab.cli", "train", *args]
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, LAUNCHED_ENV: "1"})
     got: list[int] = []
 
     def forward(signum, frame):
         got.append(signum)
         try:
+            workers = _children(proc.pid)
             if len(got) == 1:
-                proc.send_signal(signum)
+                for pid in workers:
+                    os.kill(pid, signum)
+                if not workers:  # still starting: torchrun passes it on to whatever it started
+                    proc.send_signal(signum)
                 return
-            for pid in _children(proc.pid):
+            for pid in workers:
                 os.kill(pid, signal.SIGKILL)
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
