@@ -88,7 +88,8 @@ def test_curves_from_metrics_jsonl(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     lines = [{"step": 1, "epoch": 0, "phase": "adv", "G/loss": 1.0},
-             {"step": 2, "epoch": 20, "event": "eval", "eval/fid": 80.0, "eval/skipped": "kid not computed"},
+             {"step": 2, "epoch": 20, "event": "eval", "eval/fid": 80.0, "eval/skipped": "kid not computed",
+              "eval/failed": 0, "eval/kid_std": 0.1},
              {"step": 4, "epoch": 40, "event": "eval", "eval/fid": 60.0},
              {"step": 4, "epoch": 40, "event": "eval", "eval/fid": 55.0}]  # a resumed run re-scoring epoch 40
     (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"step\": 5, \"ep")

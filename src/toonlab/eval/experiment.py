@@ -491,7 +491,8 @@ def _fold_study(spec: ExperimentSpec, datasets: list[DatasetSpec], outputs: dict
 
 
 def eval_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """The eval hook's records of a run dir's metrics.jsonl: ``{"fid": [(epoch, value), …], …}`` by epoch."""
+    """The eval hook's metric records of a run dir's metrics.jsonl: ``{"fid": [(epoch, value), …], …}`` by epoch
+    (bookkeeping entries such as ``eval/failed`` or ``eval/kid_std`` are not curves)."""
     path = run_dir / "metrics.jsonl"
     out: dict[str, list[tuple[float, float]]] = {}
     if not path.is_file():
@@ -504,7 +505,7 @@ def eval_curves(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
         if rec.get("event") != "eval":
             continue
         for k, v in rec.items():
-            if k.startswith("eval/") and isinstance(v, (int, float)) and math.isfinite(v):
+            if k.startswith("eval/") and k[5:] in METRIC_FORMATS and isinstance(v, (int, float)) and math.isfinite(v):
                 out.setdefault(k[5:], []).append((float(rec["epoch"]), float(v)))
     return {k: sorted(dict(v).items()) for k, v in out.items()}  # a resumed run may repeat an epoch: last wins
 
