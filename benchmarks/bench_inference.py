@@ -6,7 +6,8 @@ For every registered generator (``translator()``, random init) at each size: med
 - ``tuned``: toonlab's fast path (``Translator.load(..., compile=True)``, ``--compile`` on the CLI):
   inference mode + ``torch.compile`` (compiled NCHW and channels-last measured equal on CPU);
   ``--no-compile`` makes ``tuned`` the faster of the two inference-mode variants;
-- ``onnx``: the same network exported by ``toonlab.infer.export`` and run by onnxruntime (CPU provider).
+- ``onnx``: the same network exported by ``toonlab.infer.backends.write_onnx`` and run by onnxruntime (CPU
+  provider).
 It also measures this machine's fp32 conv peak (a 256→256 3×3 conv on 256×128² channels-last, GFLOP/s) and reports
 each generator's achieved GFLOP/s and fraction of that peak (FLOPs from ``torch.utils.flop_counter``).
 Goals (issue 5): CTSS G at 512²: tuned ≥ 1.5× eager and ≥ 60 % of the conv peak.
@@ -59,7 +60,7 @@ def gflops_of(net, x, style) -> float:
 def bench_model(name: str, sizes: list[int], repeat: int, compile_: bool, peak: float, tmp: Path) -> list[dict]:
     import onnxruntime as ort
 
-    from toonlab.infer.export import _write_onnx
+    from toonlab.infer.backends import write_onnx
 
     torch.manual_seed(0)
     model = build_model(name)
@@ -92,7 +93,7 @@ def bench_model(name: str, sizes: list[int], repeat: int, compile_: bool, peak: 
         onnx_path = tmp / f"{name}.onnx"
         if not onnx_path.exists():
             example = (torch.rand(1, 3, 64, 64),) + ((torch.zeros(1, dtype=torch.long),) if multi else ())
-            _write_onnx(wrapper, example, onnx_path, {"toonlab_model": name}, 17)
+            write_onnx(wrapper, example, onnx_path, {"toonlab_model": name})
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         feeds = {"image": ((x + 1) / 2).numpy()}
         if multi:
