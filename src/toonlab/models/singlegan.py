@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, Step, register
 
 DOMAINS = ("cartoon", "photo")  # domain code index: 0 = C, 1 = R
@@ -148,16 +149,16 @@ class SingleGAN(Model):
 
     @dataclass
     class Config:
-        ngf: int = 64                      # authors' train_base.sh
-        ndf: int = 64
-        n_blocks: int = 6                  # authors' e_blocks
+        ngf: int = ranged(64, ge=1)        # authors' train_base.sh
+        ndf: int = ranged(64, ge=2)
+        n_blocks: int = ranged(6, ge=0)    # authors' e_blocks
         adv_loss: Literal["lsgan", "bce"] = "lsgan"   # authors' c_gan_mode default
-        lambda_cyc: float = 10.0
-        lambda_identity: float = 0.0       # authors' λ_ide (1 only for apple2orange)
-        adv_epochs: int = 200              # niter 100 + niter_decay 100
-        lr_g: float = 1e-4
-        lr_d: float = 1e-4
-        betas: tuple[float, float] = (0.5, 0.999)
+        lambda_cyc: float = ranged(10.0, ge=0)
+        lambda_identity: float = ranged(0.0, ge=0)  # authors' λ_ide (1 only for apple2orange)
+        adv_epochs: int = ranged(200, ge=0)  # niter 100 + niter_decay 100
+        lr_g: float = ranged(1e-4, gt=0)
+        lr_d: float = ranged(1e-4, gt=0)
+        betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
         translate: Literal["cartoon2photo", "photo2cartoon"] = "cartoon2photo"
 
     requires = ("photo", "cartoon")

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, Step, register
 
 
@@ -127,22 +128,22 @@ class UNIT(Model):
 
     @dataclass
     class Config:
-        ch: int = 64                       # base width (authors: 64)
-        n_res: int = 3                     # domain-specific residual blocks in E and in G (authors: 3)
-        n_shared: int = 1                  # shared residual blocks on each side of z (authors: 1)
-        d_ch: int = 64
-        d_layers: int = 6                  # authors' COCODis n_layer
+        ch: int = ranged(64, ge=1)         # base width (authors: 64)
+        n_res: int = ranged(3, ge=0)       # domain-specific residual blocks in E and in G (authors: 3)
+        n_shared: int = ranged(1, ge=1)    # shared residual blocks on each side of z (authors: 1)
+        d_ch: int = ranged(64, ge=1)
+        d_layers: int = ranged(6, ge=1)    # authors' COCODis n_layer
         adv_loss: Literal["bce", "lsgan"] = "bce"
-        lambda_gan: float = 10.0           # λ0
-        lambda_kl: float = 0.1             # λ1
-        lambda_recon: float = 100.0        # λ2
-        lambda_kl_cycle: float = 0.1       # λ3
-        lambda_cycle: float = 100.0        # λ4
-        weight_decay: float = 1e-4         # authors' Adam weight decay (as an L2 term; module docstring)
-        adv_epochs: int = 100
-        lr_g: float = 1e-4
-        lr_d: float = 1e-4
-        betas: tuple[float, float] = (0.5, 0.999)
+        lambda_gan: float = ranged(10.0, ge=0)  # λ0
+        lambda_kl: float = ranged(0.1, ge=0)  # λ1
+        lambda_recon: float = ranged(100.0, ge=0)  # λ2
+        lambda_kl_cycle: float = ranged(0.1, ge=0)  # λ3
+        lambda_cycle: float = ranged(100.0, ge=0)  # λ4
+        weight_decay: float = ranged(1e-4, ge=0)  # authors' Adam weight decay (as an L2 term; module docstring)
+        adv_epochs: int = ranged(100, ge=0)
+        lr_g: float = ranged(1e-4, gt=0)
+        lr_d: float = ranged(1e-4, gt=0)
+        betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
         translate: Literal["cartoon2photo", "photo2cartoon"] = "cartoon2photo"
 
     requires = ("photo", "cartoon")

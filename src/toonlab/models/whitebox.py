@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, Step, perceptual_content_loss, register
 from toonlab.nn.perceptual import Perceptual
 from toonlab.ops.color import GRAY_WEIGHTS
@@ -186,9 +187,9 @@ class WhiteBox(Model):
 
     @dataclass
     class Config:
-        ch: int = 32                       # G width (authors: 32)
-        n_blocks: int = 4                  # G residual blocks (authors: 4)
-        d_ch: int = 32                     # D_s / D_t width (authors: 32)
+        ch: int = ranged(32, ge=1)         # G width (authors: 32)
+        n_blocks: int = ranged(4, ge=0)    # G residual blocks (authors: 4)
+        d_ch: int = ranged(32, ge=1)       # D_s / D_t width (authors: 32)
         weights: Literal["paper", "code"] = "paper"   # λ1..λ5 (module docstring)
         lambda_surface: float | None = None           # overrides of single weights (ablations); None = `weights`
         lambda_texture: float | None = None
@@ -197,20 +198,20 @@ class WhiteBox(Model):
         lambda_tv: float | None = None
         color_shift: Literal["paper", "code"] = "paper"
         superpixel: Literal["felzenszwalb", "slic"] = "felzenszwalb"
-        n_segments: int = 200              # SLIC regions (authors: seg_num 200)
+        n_segments: int = ranged(200, ge=1)  # SLIC regions (authors: seg_num 200)
         colouring: Literal["adaptive", "mean"] = "adaptive"
-        surface_radius: int = 5            # F_sf (authors: r 5, eps 0.2)
-        surface_eps: float = 0.2
-        train_filter_eps: float = 1e-2     # photo-guided filter of G's output, r = 1 (train.py)
-        infer_filter_eps: float = 5e-3     # … at inference (cartoonize.py)
+        surface_radius: int = ranged(5, ge=1)  # F_sf (authors: r 5, eps 0.2)
+        surface_eps: float = ranged(0.2, gt=0)
+        train_filter_eps: float = ranged(1e-2, gt=0)  # photo-guided filter of G's output, r = 1 (train.py)
+        infer_filter_eps: float = ranged(5e-3, gt=0)  # … at inference (cartoonize.py)
         filter_output: bool = True         # False: the translator returns G's raw output (clipped)
         init_loss: Literal["content", "l1"] = "content"  # paper: content loss; authors' pretrain.py: pixel L1
-        init_epochs: int = 120             # ≈ 50 000 iterations × 16 / 6 656 photos (configs/whitebox.yaml: steps)
-        adv_epochs: int = 240              # ≈ 100 000 iterations × 16 / 6 656 photos
-        lr_init: float = 2e-4
-        lr_g: float = 2e-4
-        lr_d: float = 2e-4
-        betas: tuple[float, float] = (0.5, 0.99)   # authors' Adam(β1 0.5, β2 0.99)
+        init_epochs: int = ranged(120, ge=0)  # ≈ 50 000 iterations × 16 / 6 656 photos (configs/whitebox.yaml: steps)
+        adv_epochs: int = ranged(240, ge=0)  # ≈ 100 000 iterations × 16 / 6 656 photos
+        lr_init: float = ranged(2e-4, gt=0)
+        lr_g: float = ranged(2e-4, gt=0)
+        lr_d: float = ranged(2e-4, gt=0)
+        betas: tuple[float, float] = ranged((0.5, 0.99), ge=0, lt=1)  # authors' Adam(β1 0.5, β2 0.99)
         perceptual: Perceptual = "auto"  # VGG-term backbone (toonlab.nn.perceptual); authors: vgg19_caffe
 
     requires = ("photo", "cartoon")
@@ -234,7 +235,8 @@ class WhiteBox(Model):
         return (
             Phase("init", c.init_epochs, (Step("init", ("G",), c.lr_init, c.betas),)),
             # authors' loop: the G update, then the D update, each iteration
-            Phase("adv", c.adv_epochs, (Step("G", ("G",), c.lr_g, c.betas), Step("D", ("D_s", "D_t"), c.lr_d, c.betas))),
+            Phase("adv", c.adv_epochs, (Step("G", ("G",), c.lr_g, c.betas),
+                                        Step("D", ("D_s", "D_t"), c.lr_d, c.betas))),
         )
 
     def translator(self) -> nn.Module:
@@ -277,6 +279,7 @@ class WhiteBox(Model):
             # authors' lsgan_loss: 0.5 · (E[(D(real) − 1)²] + E[D(fake)²])
             d_surface = 0.5 * (losses.d_loss_real(d_s(self._surface(cartoon)), "lsgan")
                                + losses.d_loss_fake(d_s(self._surface(out)), "lsgan"))
-            d_texture = 0.5 * (losses.d_loss_real(d_t(gray_cartoon), "lsgan") + losses.d_loss_fake(d_t(gray_fake), "lsgan"))
+            d_texture = 0.5 * (losses.d_loss_real(d_t(gray_cartoon), "lsgan")
+                               + losses.d_loss_fake(d_t(gray_fake), "lsgan"))
             return {"loss": d_surface + d_texture, "d_surface": d_surface, "d_texture": d_texture}
         raise ValueError(f"{self.name}: unknown step {step!r} (init, G, D)")
