@@ -59,11 +59,12 @@ class CBIN(nn.Module):
         nn.init.zeros_(self.con_bias.bias)
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
-        self.eps = eps
+        # a plain IN module (no affine, no state) so tiled inference can share image-wide statistics through it
+        self.norm = nn.InstanceNorm2d(channels, eps=eps)
 
     def forward(self, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         shift = torch.tanh(self.con_bias(d))[:, :, None, None]
-        return (F.instance_norm(x, eps=self.eps) + shift) * self.weight[:, None, None] + self.bias[:, None, None]
+        return (self.norm(x) + shift) * self.weight[:, None, None] + self.bias[:, None, None]
 
 
 class _CResBlock(nn.Module):
