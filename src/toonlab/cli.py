@@ -343,8 +343,7 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
                                                     keep_missing=True):
         images = loops  # folders / globs holding only videos
     if verbose:
-        typer.echo(f"backend: {getattr(translator.backend, 'name', 'torch')} "
-                   f"({translator.backend_note or translator.name})", err=True)
+        typer.echo(f"backend: {translator.backend_note or translator.name}", err=True)
 
     def translate_image(loaded, report=None):
         y = translator.translate_tensor(loaded.rgb[None], progress=report)[0]

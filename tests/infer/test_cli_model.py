@@ -106,3 +106,16 @@ def test_import_weights_command(tmp_path, cartoongan_released):
     assert Translator.load(tmp_path / "s.safetensors", device="cpu").meta["input_order"] == "bgr"
     r = runner.invoke(app, ["import-weights", str(src), "--arch", "nope", "-o", str(tmp_path / "n.safetensors")])
     assert r.exit_code == 2 and "animegan2" in r.output
+
+
+def test_verbose_says_which_backend_and_path(setup):
+    root, ck, photos = setup
+    r = runner.invoke(app, ["cartoonize", str(photos / "a.png"), "-o", str(root / "v1"), "-m", str(ck), "-v",
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "backend: onnxruntime (exported to" in r.output or "backend: onnxruntime (cached" in r.output
+    assert "a.png: untiled 52×40" in r.output and "available RAM" in r.output
+    r = runner.invoke(app, ["cartoonize", str(photos / "a.png"), "-o", str(root / "v2"), "-m", str(ck), "-v",
+                            "--no-progress", "--backend", "torch", "--tile", "68"])
+    assert r.exit_code == 0, r.output
+    assert "backend: torch\n" in r.output and "a.png: tiled 52×40 in 68² tiles" in r.output

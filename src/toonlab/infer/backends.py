@@ -47,9 +47,9 @@ class TorchBackend:
 
 def ort_missing_reason() -> str | None:
     """None when onnxruntime imports, else a one-line reason."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
         return "onnxruntime is not installed (pip install 'toonlab[onnx]')"
     return None
 

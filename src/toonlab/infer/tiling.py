@@ -326,7 +326,6 @@ def measure_memory(forward: TileFn, channels_in: int = 3, multiple: int = 1, dev
         for side in (s0, s0, s1):
             x = torch.rand(1, channels_in, side, side, device=device).to(dtype)
             peaks.append(_peak_bytes(lambda: forward(x), device))
-            del x
     if any(p is None for p in peaks) or peaks[2] <= peaks[1]:
         per_pixel = estimate_from_layers(forward, channels_in, s1, device, dtype)
         return MemoryModel(0.0, per_pixel)
