@@ -11,10 +11,12 @@ from toonlab import losses, ops
 from toonlab.models import build_model
 from toonlab.models.whitebox import (
     WEIGHTS,
+    SameConv2d,
     WhiteBoxDiscriminator,
     WhiteBoxGenerator,
     color_shift,
     guided_filter_tf,
+    tf_upsample2x,
     tv_loss,
 )
 from toonlab.nn.blocks import count_parameters
@@ -161,6 +163,20 @@ def test_networks_are_the_authors_layer_for_layer():
     assert d(torch.rand(2, 1, 64, 64)).shape == (2, 1, 8, 8)
     convs = [m for m in d.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 7 and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in convs)
+
+
+def test_tensorflow_padding_and_resize_by_hand():
+    """TF "SAME" puts a stride-2 conv's extra padding after (bottom/right); TF1 bilinear ×2 copies even rows and
+    averages odd ones with the next (edge repeated) — both as in the authors' TensorFlow network."""
+    conv = SameConv2d(1, 1, 3, 2)
+    torch.nn.init.ones_(conv.weight)
+    torch.nn.init.zeros_(conv.bias)
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    expected = [[x[0, 0, 0:3, 0:3].sum(), x[0, 0, 0:3, 2:4].sum()], [x[0, 0, 2:4, 0:3].sum(), x[0, 0, 2:4, 2:4].sum()]]
+    torch.testing.assert_close(conv(x)[0, 0], torch.tensor(expected))
+    up = tf_upsample2x(torch.tensor([[[[1.0, 2.0], [3.0, 5.0]]]]))
+    torch.testing.assert_close(up[0, 0], torch.tensor([[1.0, 1.5, 2.0, 2.0], [2.0, 2.75, 3.5, 3.5],
+                                                       [3.0, 4.0, 5.0, 5.0], [3.0, 4.0, 5.0, 5.0]]))
 
 
 def test_weights_tv_and_recipe():

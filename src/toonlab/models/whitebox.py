@@ -13,7 +13,8 @@ Three representations of an image, each with its own objective (paper §3; PAPER
   the mean absolute difference of conv4_4 features divided again by h·w·c; TV is
   (mean Δ_h² + mean Δ_w²) / (3·H·W).
 
-Networks (authors' ``network.py``; TF-slim convs: zero "same" padding, bias, Xavier-uniform init, lReLU 0.2):
+Networks (authors' ``network.py``; TF-slim convs: TF "SAME" zero padding, bias, Xavier-uniform init, lReLU 0.2;
+TF1's bilinear ×2 resize, so the layers match the authors' one to one):
 - G (``unet_generator``, channel 32, 4 residual blocks): c7-32; c3s2-32, c3-64; c3s2-64, c3-128; 4 × res(128:
   c3, lReLU, c3, + x); c3-64; bilinear ×2 + skip, c3-64, c3-32; bilinear ×2 + skip, c3-32, c7-3; no norms, no
   output activation. The G output is then guided-filtered with the photo as guide, channel by channel, r = 1:
@@ -24,7 +25,7 @@ Networks (authors' ``network.py``; TF-slim convs: zero "same" padding, bias, Xav
 
 Recipe: init = content-only pre-training of G (paper: "pre-train the generator with only content loss";
 the authors' ``pretrain.py`` uses pixel L1 instead — ``init_loss: l1``), lr 2e-4, Adam(0.5, 0.99), 50 000
-iterations; then 100 000 adversarial iterations, G step then D step, batch 16, 256² (``configs/whitebox.yaml``
+iterations; then 100 000 adversarial iterations, G step then D step, batch 16, 256² (``configs/white_box.yaml``
 gives these as ``train.phase_steps``; the epoch counts below are for our photo sets).
 
 Choices and gaps (ours, stated): the paper's random colour shift (eq. 6) F_rcs = (1 − α)(β1·R + β2·G + β3·B) + α·Y,
@@ -55,12 +56,35 @@ from toonlab.ops.superpixel import structure_representation
 WEIGHTS = {"paper": (1.0, 10.0, 2e3, 2e3, 1e4), "code": (0.1, 1.0, 200.0, 200.0, 1e4)}
 
 
-def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
-    """TF-slim ``convolution2d``: zero "same" padding, bias, Xavier-uniform weights and zero bias."""
-    conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2)
-    nn.init.xavier_uniform_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
+class SameConv2d(nn.Conv2d):
+    """TF-slim ``convolution2d``: TensorFlow "SAME" zero padding, bias, Xavier-uniform weights, zero bias.
+
+    TF pads k − s in total, the extra pixel after (bottom/right): a 3×3 stride-2 conv pads (0, 1), not PyTorch's
+    (1, 1), so windows sit where the authors' do (and their weights would map one to one). Assumes even H and W
+    at stride 2 (true here: inputs are multiples of 4 and 8)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__(cin, cout, k, stride, padding=0)
+        total = k - stride
+        self.tf_pad = (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
+        nn.init.xavier_uniform_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.tf_pad))
+
+
+def _conv(cin: int, cout: int, k: int, stride: int = 1) -> SameConv2d:
+    return SameConv2d(cin, cout, k, stride)
+
+
+def tf_upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """TF1 ``resize_bilinear`` ×2 (align_corners=False, no half-pixel centres): output 2i = input i, output 2i+1 =
+    mean of inputs i and i+1 (the last row/column repeated). (B,C,H,W) → (B,C,2H,2W)."""
+    below = torch.cat([x[..., 1:, :], x[..., -1:, :]], dim=-2)
+    x = torch.stack([x, (x + below) / 2], dim=-2).flatten(-3, -2)
+    right = torch.cat([x[..., 1:], x[..., -1:]], dim=-1)
+    return torch.stack([x, (x + right) / 2], dim=-1).flatten(-2)
 
 
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -97,9 +121,9 @@ class WhiteBoxGenerator(nn.Module):
         x1 = _lrelu(self.down1[1](_lrelu(self.down1[0](x0))))
         x2 = _lrelu(self.down2[1](_lrelu(self.down2[0](x1))))
         x2 = _lrelu(self.mid(self.blocks(x2)))
-        x3 = F.interpolate(x2, size=x1.shape[-2:], mode="bilinear", align_corners=False)
+        x3 = tf_upsample2x(x2)
         x3 = _lrelu(self.up1[1](_lrelu(self.up1[0](x3 + x1))))
-        x4 = F.interpolate(x3, size=x0.shape[-2:], mode="bilinear", align_corners=False)
+        x4 = tf_upsample2x(x3)
         return self.up2[1](_lrelu(self.up2[0](x4 + x0)))
 
 
