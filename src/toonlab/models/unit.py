@@ -5,12 +5,13 @@ Domains: C (cartoons) and R (photos), as in toon2real. Each domain has a VAE: an
 **their first layers** (``S``: one residual block each side — the shared-latent assumption), so z is one space
 for both domains. D_c, D_r are the two discriminators.
 
-Losses (paper eqs. 2–5, weights as published: λ0 = 10, λ1 = λ3 = 0.1, λ2 = λ4 = 100):
-- VAE (eq. 3): λ1·KL(q(z|x)‖N(0, I)) + λ2·‖G(z) − x‖₁ within each domain (a Laplacian p_G gives L1);
-- GAN (eq. 4): λ0 · cross-entropy GAN on x_{c→r} = G_r(z_c) by D_r and x_{r→c} = G_c(z_r) by D_c;
-- cycle (eq. 5): λ3·KL of the re-encoded translation + λ4·‖G_c(z(x_{c→r})) − x_c‖₁ (and for R).
+Losses (the paper's L_VAE, L_GAN and L_CC terms, weights as published: λ0 = 10, λ1 = λ3 = 0.1, λ2 = λ4 = 100):
+- L_VAE: λ1·KL(q(z|x)‖N(0, I)) + λ2·‖G(z) − x‖₁ within each domain (a Laplacian p_G gives L1);
+- L_GAN: λ0 · cross-entropy GAN on x_{c→r} = G_r(z_c) by D_r and x_{r→c} = G_c(z_r) by D_c;
+- L_CC: λ3·KL of the re-encoded translation + λ4·‖G_c(z(x_{c→r})) − x_c‖₁ (and for R).
 KL with unit variance is ½‖μ‖² per sample; we take the authors' normalisation, mean(μ²) over every element
-(``_compute_kl`` in their trainer, with which the λ above were used). z = μ + ε, ε ~ N(0, I), in training; z = μ
+(``_compute_kl`` in their trainer, with which the λ above were used); the sums over both domains below equal their
+``kl_direct_link_w·(enc_loss + enc_loss)`` on the concatenated batch. z = μ + ε, ε ~ N(0, I), in training; z = μ
 at inference (the authors' ``GaussianNoiseLayer``).
 
 Networks (authors' NIPS-2017 code, ``COCOResGen`` / ``COCODis`` with their ``exps/unit`` settings):
@@ -211,11 +212,11 @@ class UNIT(Model):
         mu_cr, mu_rc = self.encode(x_cr, "r"), self.encode(x_rc, "c")  # re-encoded translations
         x_crc = self.decode(self._sample(mu_cr), "c")                  # C→R→C
         x_rcr = self.decode(self._sample(mu_rc), "r")                  # R→C→R
-        gan = losses.g_loss(n["D_r"](x_cr), c.adv_loss) + losses.g_loss(n["D_c"](x_rc), c.adv_loss)  # eq. 4
-        kl = kl_unit_variance(mu_c) + kl_unit_variance(mu_r)                                       # eq. 3
-        recon = losses.l1(x_cc, x_c) + losses.l1(x_rr, x_r)                                        # eq. 3
-        kl_cyc = kl_unit_variance(mu_cr) + kl_unit_variance(mu_rc)                                 # eq. 5
-        cyc = losses.l1(x_crc, x_c) + losses.l1(x_rcr, x_r)                                        # eq. 5
+        gan = losses.g_loss(n["D_r"](x_cr), c.adv_loss) + losses.g_loss(n["D_c"](x_rc), c.adv_loss)  # L_GAN
+        kl = kl_unit_variance(mu_c) + kl_unit_variance(mu_r)                                       # L_VAE
+        recon = losses.l1(x_cc, x_c) + losses.l1(x_rr, x_r)                                        # L_VAE
+        kl_cyc = kl_unit_variance(mu_cr) + kl_unit_variance(mu_rc)                                 # L_CC
+        cyc = losses.l1(x_crc, x_c) + losses.l1(x_rcr, x_r)                                        # L_CC
         wd = self._weight_decay(self.GENERATORS)
         total = (c.lambda_gan * gan + c.lambda_kl * kl + c.lambda_recon * recon + c.lambda_kl_cycle * kl_cyc
                  + c.lambda_cycle * cyc + wd)

@@ -6,7 +6,7 @@ Three representations of an image, each with its own objective (paper §3; PAPER
 - **structure** F_st: superpixels of the output with adaptive colouring (``ops.superpixel``) — L_structure =
   ‖VGG(G(p)) − VGG(F_st(G(p)))‖₁.
 - **texture** F_rcs: random colour shift to one channel, the same draw for output and cartoon → D_t — L_texture.
-- L_content = ‖VGG(G(p)) − VGG(p)‖₁ and L_tv. Total (paper eq. 8):
+- L_content = ‖VGG(G(p)) − VGG(p)‖₁ and L_tv. Total (paper §3.4):
   λ1·L_surface + λ2·L_texture + λ3·L_structure + λ4·L_content + λ5·L_tv with λ = 1, 10, 2·10³, 2·10³, 10⁴
   (paper, ``weights: paper``); the authors' ``train.py`` uses 0.1, 1, 200, 200, 10⁴ (``weights: code``).
   Normalisations as in the authors' code (the paper gives none, and its λ were set with these): VGG L1 terms are
@@ -28,12 +28,14 @@ the authors' ``pretrain.py`` uses pixel L1 instead — ``init_loss: l1``), lr 2e
 iterations; then 100 000 adversarial iterations, G step then D step, batch 16, 256² (``configs/white_box.yaml``
 gives these as ``train.phase_steps``; the epoch counts below are for our photo sets).
 
-Choices and gaps (ours, stated): the paper's random colour shift (eq. 6) F_rcs = (1 − α)(β1·R + β2·G + β3·B) + α·Y,
+Choices and gaps (ours, stated): the paper's random colour shift (§3.1) F_rcs = (1 − α)(β1·R + β2·G + β3·B) + α·Y,
 α = 0.8, β ~ U(−1, 1) is the default (``color_shift: paper``, written from the paper as we read it); the code's
 (β_r, β_g, β_b) ~ U([.199, .399], [.487, .687], [.014, .214]) normalised by their sum is ``color_shift: code``.
 Superpixels: Felzenszwalb with the authors' settings, *without* the selective-search merging down to 200 regions
-that the paper describes (not implemented); ``superpixel: slic`` is the authors' released training default. Guided
-filters mirror the border (reflect101) where the TF code averages over the in-image part of the window.
+that the paper describes (not implemented); ``superpixel: slic`` is the authors' released training default.
+Guided filters average over the in-image part of each window, as the TF code does (``guided_filter_tf``).
+Equation references: we had the paper's text only through secondary sources here (its PDF is not in the authors'
+mirror), so terms are cited by section, and the authors' code is the reference for every number.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ def color_shift(fake: torch.Tensor, cartoon: torch.Tensor, mode: Literal["paper"
                 alpha: float = 0.8) -> tuple[torch.Tensor, torch.Tensor]:
     """Random colour shift F_rcs, one draw (torch's global RNG) shared by both (B,3,H,W) inputs → two (B,1,H,W).
 
-    ``paper`` (eq. 6): (1 − α)(β1·R + β2·G + β3·B) + α·Y, β ~ U(−1, 1), Y = .299R + .587G + .114B.
+    ``paper`` (§3.1): (1 − α)(β1·R + β2·G + β3·B) + α·Y, β ~ U(−1, 1), Y = .299R + .587G + .114B.
     ``code``: (w_r·R + w_g·G + w_b·B) / (w_r + w_g + w_b), w ~ U(.199,.399), U(.487,.687), U(.014,.214)."""
     if mode == "paper":
         beta = torch.rand(3) * 2 - 1

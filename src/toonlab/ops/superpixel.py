@@ -11,7 +11,7 @@ Segmentation (OpenCV's contrib build, a base dependency — no scikit-image at r
 - ``"slic"``: SLIC with ``n_segments`` regions, compactness 10, Gaussian σ 1, in Lab — the authors' released
   training default (``utils.simple_superpixel``, ``seg_num=200``).
 
-Adaptive colouring (paper eq. 5; authors' ``label2rgb(kind='mix')``): with σ the standard deviation of all the
+Adaptive colouring (paper §3.1; authors' ``label2rgb(kind='mix')``): with σ the standard deviation of all the
 region's values (every channel together) on the 0–255 scale, the region's colour is its mean if σ < γ1 = 20,
 (mean + median)/2 if γ1 ≤ σ < γ2 = 40, its median otherwise. The authors' code applies these thresholds to
 [-1, 1] images, where σ never reaches 20 (so it always takes the mean); we apply them on the 0–255 scale the
