@@ -57,9 +57,13 @@ print(json.dumps(results))
 
 
 def _base_install(cases: list[list[str]], cwd: Path) -> list[dict]:
+    """Run CLI ``cases`` in order in one subprocess with the extras blocked, offline and without weight files."""
+    import os
+
     blocked = [m for mods in EXTRAS.values() for m in mods] + DEV_ONLY
+    env = {**os.environ, "TORCH_HOME": str(cwd / "no-weights"), "TOONLAB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(blocked), json.dumps(cases)], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -92,6 +96,11 @@ def test_each_command_names_its_extra_or_works_on_the_base_install(workspace):
         (["cartoonize", "clip.mp4", "-o", "o2"], 2, "video"),
         (["prepare", "frames", "clip.mp4", "-o", "frames"], 1, "video"),
         (["study", "report", "study.sqlite"], 2, "eval"),
+        (["prepare", "synth", "st", "--n", "2", "--size", "32", "--n-test", "1"], 0, None),
+        # a tiny recipe (perceptual: auto) with neither the VGG19 file nor the [perceptual] package
+        ([
+            "train", str(SRC.parents[1] / "configs" / "cartoongan-tiny.yaml"), "data.photos=st/train/photos",
+            "data.cartoons=st/train/cartoons", "train.run_dir=runs/x"], 1, "perceptual"),
         # what needs no extra works: the classic and a checkpoint (PyTorch, even with --backend auto), a
         # TorchScript export (its check photo must not come from scikit-image), scores without FID, saliency
         (["cartoonize", "photos", "-o", "o3", "--no-progress"], 0, None),
