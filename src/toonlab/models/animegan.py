@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses, ops
+from toonlab.config import ranged
 from toonlab.models.base import Model, Phase, init_then_adversarial, register
 from toonlab.nn.blocks import (
     ConvNormAct,
@@ -80,20 +81,20 @@ class AnimeGANv2Discriminator(nn.Sequential):
 class AnimeGANConfig:
     spectral_norm: bool = True
     adv_loss: Literal["lsgan", "bce", "hinge"] = "lsgan"
-    lambda_adv: float = 300.0        # g_adv_weight = d_adv_weight
-    lambda_con: float = 1.5
-    lambda_sty: float = 2.5          # Gram loss vs grayscale cartoons
-    lambda_col: float = 15.0
-    lambda_tv: float = 1.0
+    lambda_adv: float = ranged(300.0, ge=0)  # g_adv_weight = d_adv_weight
+    lambda_con: float = ranged(1.5, ge=0)
+    lambda_sty: float = ranged(2.5, ge=0)  # Gram loss vs grayscale cartoons
+    lambda_col: float = ranged(15.0, ge=0)
+    lambda_tv: float = ranged(1.0, ge=0)
     # D-term weights (real, generated, gray, smoothed gray): AnimeGANv2's Hayao setting in its training code
     # (PAPERS.md is silent); (1, 1, 1, 1) is the plain form.
-    d_weights: tuple[float, float, float, float] = (1.2, 1.2, 1.2, 0.8)
-    init_epochs: int = 10
-    adv_epochs: int = 91             # AnimeGANv2 trains 101 epochs in all, the first 10 content-only
-    lr_init: float = 2e-4
-    lr_g: float = 2e-5
-    lr_d: float = 4e-5
-    betas: tuple[float, float] = (0.5, 0.999)
+    d_weights: tuple[float, float, float, float] = ranged((1.2, 1.2, 1.2, 0.8), ge=0)
+    init_epochs: int = ranged(10, ge=0)
+    adv_epochs: int = ranged(91, ge=0)  # AnimeGANv2 trains 101 epochs in all, the first 10 content-only
+    lr_init: float = ranged(2e-4, gt=0)
+    lr_g: float = ranged(2e-5, gt=0)
+    lr_d: float = ranged(4e-5, gt=0)
+    betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
     perceptual: Perceptual = "auto"  # content / Gram backbone (toonlab.nn.perceptual); AnimeGANv2: vgg19_caffe
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab import losses
+from toonlab.config import ranged
 from toonlab.models.base import (
     Model,
     Phase,
@@ -116,18 +117,18 @@ class CartoonGANDiscriminator(nn.Sequential):
 
 @dataclass
 class CartoonGANConfig:
-    n_res: int = 8                         # residual blocks in G
+    n_res: int = ranged(8, ge=0)           # residual blocks in G
     channel_order: Literal["rgb", "bgr"] = "rgb"  # "bgr" for the released CartoonGAN weights (Hayao, Hosoda …)
     d_norm: Literal["bn", "in", "ln", "none"] = "bn"  # paper: batch norm in D
     adv_loss: Literal["bce", "lsgan", "hinge"] = "bce"  # original: cross-entropy
-    omega: float = 10.0                    # ω, content-loss weight
+    omega: float = ranged(10.0, ge=0)      # ω, content-loss weight
     edge_promoting: bool = True            # edge-smoothed cartoons as extra fakes (False: plain GAN loss)
-    init_epochs: int = 10                  # content-only initialisation (lr_init)
-    adv_epochs: int = 200                  # our choice (PAPERS.md gives no number; the paper's plots run ~200)
-    lr_init: float = 2e-4
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    init_epochs: int = ranged(10, ge=0)    # content-only initialisation (lr_init)
+    adv_epochs: int = ranged(200, ge=0)    # our choice (PAPERS.md gives no number; the paper's plots run ~200)
+    lr_init: float = ranged(2e-4, gt=0)
+    lr_g: float = ranged(2e-4, gt=0)
+    lr_d: float = ranged(2e-4, gt=0)
+    betas: tuple[float, float] = ranged((0.5, 0.999), ge=0, lt=1)
     perceptual: Perceptual = "auto"  # content-loss backbone (toonlab.nn.perceptual; papers: vgg19)
 
 
