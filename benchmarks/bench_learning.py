@@ -16,7 +16,8 @@ data, size and batch overridden, and the schedule compressed to ``--steps`` opti
 ``--init-fraction`` of them in the content-only ``init`` phase (systems that have one), the rest adversarial. CTSS's
 patch length and strides are the paper's scaled by size/256. A system spec may name an ablation file:
 ``label=configs/ablations/ctss-all-patches.yaml``. The run is cut every ``--eval-every`` steps (``--resume`` is
-bit-exact, so the segments equal one run) and its ``latest.safetensors`` scored: the learning curve.
+bit-exact, so the segments equal one run) and its ``latest.safetensors`` scored: the learning curve. An existing
+``--out`` at the same settings is merged into: systems and seeds already there are kept, not re-run.
 
 FID/KID need the FID Inception weights (the canonical file, or ``toonlab weights fetch fid-inception``); without
 them those columns are null and the JSON says why. The perceptual backbone is the recipes' ``auto`` choice (the
@@ -169,8 +170,8 @@ def _perceptual_of(run: Path) -> str | None:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Mean and spread (min, max) of each final metric over seeds."""
-    out = {}
+    """The seeds, and the mean and spread (min, max) of each final metric over them."""
+    out: dict = {"seeds": [r["seed"] for r in rows]}
     for key in ("psnr", "ssim", "fid", "kid"):
         vals = [r["final"][key] for r in rows if r["final"].get(key) is not None]
         if vals:
@@ -231,7 +232,7 @@ def main() -> None:
 
     from toonlab.data.synth import make_synthtoon
     from toonlab.infer.classic import cartoonize_classic
-    from toonlab.models import get_model_class
+    from toonlab.models import build_model
     from toonlab.train.config import load_run_config
 
     data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}", args.n, args.size, 0, n_test=args.n_test)
@@ -252,18 +253,30 @@ def main() -> None:
         },
         "systems": {},
     }
+    out_path = Path(args.out)
+    if out_path.exists():  # merge: earlier invocations' systems / seeds at the same settings are kept
+        old = json.loads(out_path.read_text())
+        same = ("size", "batch", "steps", "init_fraction", "train_images", "test_images", "fid_weights")
+        if any(old.get(k) != result[k] for k in same):
+            ap.error(f"{out_path} holds results at other settings: give another --out")
+        result["systems"] = old["systems"]
     t0 = time.perf_counter()
     for spec in args.systems.split(","):
         label, config = parse_system(spec)
-        task = get_model_class(load_run_config(config).model["name"]).direction
-        runs = [train_and_curve(label, config, int(s), args, data, inputs[task], scorers[task])
-                for s in result["seeds"]]
-        result["systems"][label] = {"task": task, "config": str(config.relative_to(ROOT)), "runs": runs,
-                                    "summary": summarise(runs)}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
+        model_cfg = load_run_config(config).model
+        task = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"}).direction
+        entry = result["systems"].setdefault(label, {"task": task, "config": str(config.relative_to(ROOT)),
+                                                      "runs": []})
+        for seed in result["seeds"]:
+            if any(r["seed"] == seed for r in entry["runs"]):
+                continue
+            entry["runs"].append(train_and_curve(label, config, seed, args, data, inputs[task], scorers[task]))
+            entry["runs"].sort(key=lambda r: r["seed"])
+            entry["summary"] = summarise(entry["runs"])
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            out_path.write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    out_path.write_text(json.dumps(result, indent=1))
     if args.plot:
         plot(result, Path(args.plot))
     print(json.dumps({k: v for k, v in result.items() if k != "systems"}

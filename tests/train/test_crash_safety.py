@@ -36,6 +36,9 @@ def _long_run(tmp_path, tiny_data, **train_kw):
 
 # -- 14.3 signals -----------------------------------------------------------------------------------------------
 def test_sigint_in_process_finishes_the_step_checkpoints_and_reports(tmp_path, tiny_data):
+    # the handler in place before training (Python's default_int_handler, or SIG_IGN where the runner started
+    # us in the background: a shell's background job inherits an ignored SIGINT)
+    handler_before = signal.getsignal(signal.SIGINT)
     tr = Trainer(resolve_run_config(_long_run(tmp_path, tiny_data)))
     orig, calls = tr.model.training_step, []
 
@@ -51,7 +54,7 @@ def test_sigint_in_process_finishes_the_step_checkpoints_and_reports(tmp_path, t
     assert calls[-2:] == ["D", "G"] and len(calls) == 6
     assert _states(tr.run_dir) == ["state-0000004.safetensors"] and load_state(out["state"])["step"] == 4
     assert not (tr.run_dir / RunLock.NAME).exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
 
 
 def test_second_signal_aborts_at_once_without_a_checkpoint(tmp_path, tiny_data):

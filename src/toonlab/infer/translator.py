@@ -31,6 +31,7 @@ from toonlab.infer import tiling
 from toonlab.infer.backends import OrtBackend, TorchBackend, cached_onnx, onnx_metadata, ort_missing_reason
 from toonlab.infer.postprocess import PostProcess
 
+_MEMORY_MODELS: dict[tuple, tiling.MemoryModel] = {}  # Translator.memory_model's per-architecture measurements
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
            "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -147,7 +148,8 @@ class Translator:
                  post: PostProcess | None = None, memory_budget: int | None = None, tile: int | None = None,
                  overlap: int = 32, norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
                  style: str | int | None = None, meta: dict | None = None, torch_backend: TorchBackend | None = None,
-                 memory_model: tiling.MemoryModel | None = None, backend_note: str = "", min_side: int = 1):
+                 memory_model: tiling.MemoryModel | None = None, backend_note: str = "", min_side: int = 1,
+                 memory_key: tuple | None = None):
         self.backend, self.name, self.device, self.dtype = backend, name, device, dtype
         self.size_multiple, self.styles, self.direction = size_multiple, tuple(styles), direction
         # the module tiled runs use (exact image-wide statistics patch its norm layers): the backend's own, or a
@@ -161,6 +163,7 @@ class Translator:
         self.meta, self.backend_note = dict(meta or {}), backend_note
         self.default_style = self.style_index(style) if style is not None else (0 if self.styles else None)
         self._memory_model = memory_model  # None: measured on first use (needs a PyTorch module)
+        self._memory_key = memory_key  # architecture key under which a measured model is shared between loads
         self.last_plan: Plan | None = None
         if overlap % max(size_multiple, 1):
             self.overlap = (overlap // size_multiple + 1) * size_multiple
@@ -266,7 +269,9 @@ class Translator:
                    size_multiple=int(getattr(model, "size_multiple", 1)), styles=styles,
                    direction=getattr(model, "direction", "photo2cartoon"), post=post, meta=meta,
                    torch_backend=torch_backend, backend_note=note,
-                   min_side=8 * int(getattr(model, "size_multiple", 1)), **common)
+                   min_side=8 * int(getattr(model, "size_multiple", 1)),
+                   memory_key=(meta["model"], meta.get("config", ""), meta.get("input_order", "rgb"), str(device),
+                               str(dtype), bool(channels_last)), **common)
 
     # --- styles ------------------------------------------------------------------------------------------------
     def style_index(self, style: str | int) -> int:
@@ -283,13 +288,19 @@ class Translator:
 
     # --- memory and the tiling decision --------------------------------------------------------------------------
     def memory_model(self) -> tiling.MemoryModel:
-        """The measured activation peak of one forward pass (calibrated once, on first use)."""
+        """The measured activation peak of one forward pass: calibrated on first use, once per architecture
+        (model, config, device, dtype, memory format) in a process — activations do not depend on the weights, so
+        every load of the same network (an eval hook's exports, a server's reloads) shares one measurement."""
+        if self._memory_model is None:
+            self._memory_model = _MEMORY_MODELS.get(self._memory_key) if self._memory_key else None
         if self._memory_model is None:
             probe_style = self._style_tensor(1, None)
             tb = self.torch_backend
             self._memory_model = tiling.measure_memory(
                 lambda x: tb(x, probe_style, eager=True), multiple=self.size_multiple, device=self.device,
                 dtype=self.dtype)
+            if self._memory_key:
+                _MEMORY_MODELS[self._memory_key] = self._memory_model
         return self._memory_model
 
     def bytes_per_pixel(self) -> float:
