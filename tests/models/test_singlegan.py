@@ -1,7 +1,5 @@
 """SingleGAN: the conditional-bias instance norm by hand, the authors' layer sizes, domain conditioning, the loss
-composition, and a slow bit-exact resume."""
-
-from pathlib import Path
+composition (bit-exact resume: tests/train/test_resume.py)."""
 
 import pytest
 import torch
@@ -76,37 +74,3 @@ def test_losses_are_the_authors():
     assert d["loss"].item() == pytest.approx(d["d_r"].item() + d["d_c"].item())
     assert losses.d_loss_real(torch.ones(3)).item() == 0                 # real → 1 (LSGAN)
     assert [s.name for s in m.phases()[0].steps] == ["D", "G"] and m.phases()[0].steps[0].lr == 1e-4
-
-
-@pytest.mark.slow
-def test_singlegan_resumes_bit_exact(tmp_path):
-    """Tiny recipe: 3 steps in one go == 2 steps + resume + 1 step (weights, SN vectors and optimisers)."""
-    from toonlab.data.synth import make_synthtoon
-    from toonlab.train.checkpoint import load_state
-    from toonlab.train.trainer import train
-
-    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
-    cfg = Path(__file__).resolve().parents[2] / "configs" / "singlegan-tiny.yaml"
-    common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
-              "train.progress=false", "train.phase_steps={adv: 3}"]
-    train(cfg, common + [f"train.run_dir={tmp_path / 'a'}"])
-    train(cfg, common + [f"train.run_dir={tmp_path / 'b'}", "train.max_steps=2"])
-    train(None, ["train.max_steps=null"], resume=tmp_path / "b")
-    a, b = (load_state(sorted((tmp_path / r / "checkpoints").glob("state-*"))[-1]) for r in ("a", "b"))
-    assert a["step"] == b["step"] == 3
-    for part in ("networks", "optimizers"):
-        _assert_equal(a[part], b[part], part)
-
-
-def _assert_equal(a, b, path):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_equal(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path

@@ -1,6 +1,5 @@
-"""UNIT: the KL term, the shared layers, the loss weights, weight decay as Adam's, direction, and a slow resume."""
-
-from pathlib import Path
+"""UNIT: the KL term, the shared layers, the loss weights, weight decay as Adam's, direction (bit-exact resume:
+tests/train/test_resume.py)."""
 
 import pytest
 import torch
@@ -98,37 +97,3 @@ def test_weight_decay_term_is_adams_weight_decay():
     for k in nets:
         for pa, pb in zip(a.networks[k].parameters(), b.networks[k].parameters()):
             torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-8)
-
-
-@pytest.mark.slow
-def test_unit_resumes_bit_exact(tmp_path):
-    """Tiny recipe: 3 steps in one go == 2 steps + resume + 1 step (weights and optimisers)."""
-    from toonlab.data.synth import make_synthtoon
-    from toonlab.train.checkpoint import load_state
-    from toonlab.train.trainer import train
-
-    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
-    cfg = Path(__file__).resolve().parents[2] / "configs" / "unit-tiny.yaml"
-    common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
-              "train.progress=false", "train.phase_steps={adv: 3}"]
-    train(cfg, common + [f"train.run_dir={tmp_path / 'a'}"])
-    train(cfg, common + [f"train.run_dir={tmp_path / 'b'}", "train.max_steps=2"])
-    train(None, ["train.max_steps=null"], resume=tmp_path / "b")
-    a, b = (load_state(sorted((tmp_path / r / "checkpoints").glob("state-*"))[-1]) for r in ("a", "b"))
-    assert a["step"] == b["step"] == 3
-    for part in ("networks", "optimizers"):
-        _assert_equal(a[part], b[part], part)
-
-
-def _assert_equal(a, b, path):
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _assert_equal(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, path

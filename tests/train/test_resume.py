@@ -89,7 +89,8 @@ def test_resume_with_a_shortened_phase_moves_on(tmp_path, tiny_data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ctss", "cartoongan", "animegan", "multistyle", "salcbam", "toon2real", "cyclegan"])
+@pytest.mark.parametrize("name", ["ctss", "cartoongan", "animegan", "multistyle", "salcbam", "toon2real", "cyclegan",
+                                  "white_box", "unit", "singlegan"])
 def test_real_models_resume_bit_exact(tmp_path, name):
     """Tiny recipe, 3 steps in one go == 2 steps + resume + 1 step, for every registered system: every file of
     the run dir."""
@@ -104,11 +105,11 @@ def test_real_models_resume_bit_exact(tmp_path, name):
             shutil.copytree(cartoons, tmp_path / "styles" / style)
         cartoons = tmp_path / "styles"
     configs = Path(__file__).resolve().parents[2] / "configs"
-    cycle = name in ("toon2real", "cyclegan")
+    cycle = name in ("toon2real", "cyclegan", "unit", "singlegan")  # one adversarial phase, no init
     common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={cartoons}", "train.progress=false",
               "train.tensorboard=false",  # event files carry wall-clock times
               "train.phase_steps={adv: 3}" if cycle else "train.phase_steps={init: 1, adv: 2}"]
-    if cycle:  # a 2-image pool is full after step 1: resume must restore its contents (extra_training_state)
+    if name in ("toon2real", "cyclegan"):  # a 2-image pool is full after step 1: resume must restore it
         common.append("model.pool_size=2")
     run = tmp_path / "run"  # both runs at this path in turn, so that config.yaml files can be equal
     train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
