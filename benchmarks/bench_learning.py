@@ -196,9 +196,9 @@ def plot(result: dict, path: Path) -> None:
                     continue
                 steps = [p["step"] for p in sysres["runs"][0]["curve"]]
                 vals = np.array([[p[m] for p in r["curve"]] for r in sysres["runs"]], dtype=float)
-                ax.plot(steps, vals.mean(0), marker="o", label=label)
-                if len(vals) > 1:
-                    ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15)
+                (line,) = ax.plot(steps, vals.mean(0), marker="o", label=label)
+                if len(vals) > 1:  # the spread over seeds, in the line's colour
+                    ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15, color=line.get_color())
             for name, ref in result["references"][task].items():
                 if ref.get(m) is not None:
                     ax.axhline(ref[m], linestyle="--", linewidth=1, color="gray")
