@@ -95,6 +95,23 @@ class Model(nn.Module):
         return to_dict(self.cfg)
 
 
+class TwoWayModel(Model):
+    """A system with generators in both directions (CycleGAN family, UNIT, SingleGAN): its Config's ``translate``
+    (``"cartoon2photo"`` | ``"photo2cartoon"``) picks the direction ``translator()`` exports, and so the instance's
+    ``direction``; it travels with the export's config."""
+
+    DIRECTIONS: ClassVar[tuple[str, str]] = ("cartoon2photo", "photo2cartoon")
+
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        if cfg.translate not in self.DIRECTIONS:
+            raise ValueError(f"{self.name}: translate must be cartoon2photo or photo2cartoon, got {cfg.translate!r}")
+
+    @property
+    def direction(self) -> str:  # type: ignore[override]  # per instance: follows cfg.translate
+        return self.cfg.translate
+
+
 def init_then_adversarial(cfg: Any, d_nets: tuple[str, ...] = ("D",)) -> tuple[Phase, ...]:
     """The CartoonGAN-family recipe: ``init`` (content-only pre-training of G at ``cfg.lr_init``) for
     ``cfg.init_epochs``, then ``adv`` alternating a ``D`` step over ``d_nets`` (``cfg.lr_d``) and a ``G`` step

@@ -36,7 +36,7 @@ from torch import nn
 
 from toonlab import losses
 from toonlab.config import ranged
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import Phase, Step, TwoWayModel, register
 
 DOMAINS = ("cartoon", "photo")  # domain code index: 0 = C, 1 = R
 # the authors' hook-based spectral norm (torch.nn.utils.spectral_norm), not the parametrization: it also traces
@@ -145,7 +145,7 @@ class SingleGANTranslator(nn.Module):
 
 
 @register("singlegan")
-class SingleGAN(Model):
+class SingleGAN(TwoWayModel):
     """SingleGAN base model for two domains. Batch: ``photo`` (R) and ``cartoon`` (C), (B,3,H,W) in [-1, 1]."""
 
     @dataclass
@@ -168,17 +168,11 @@ class SingleGAN(Model):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        if cfg.translate not in ("cartoon2photo", "photo2cartoon"):
-            raise ValueError(f"{self.name}: translate must be cartoon2photo or photo2cartoon, got {cfg.translate!r}")
         if cfg.ngf < 1 or cfg.ndf < 2 or cfg.n_blocks < 0:
             raise ValueError(f"{self.name}: ngf must be >= 1, ndf >= 2 and n_blocks >= 0")
         self.networks["G"] = SingleGenerator(cfg.ngf, cfg.n_blocks, len(DOMAINS))
         self.networks["D_c"] = MultiScaleD(cfg.ndf)
         self.networks["D_r"] = MultiScaleD(cfg.ndf)
-
-    @property
-    def direction(self) -> str:  # type: ignore[override]  # per instance: follows cfg.translate
-        return self.cfg.translate
 
     def phases(self) -> tuple[Phase, ...]:
         c = self.cfg

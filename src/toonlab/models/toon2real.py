@@ -31,7 +31,7 @@ from torch import nn
 
 from toonlab import losses
 from toonlab.config import ranged
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import Phase, Step, TwoWayModel, register
 from toonlab.nn.blocks import ConvNormAct, ResBlock, TransposedUp, apply_spectral_norm, init_normal, make_norm
 from toonlab.nn.image_pool import ImagePool
 
@@ -80,7 +80,7 @@ class PatchDiscriminator(nn.Sequential):
 
 
 @register("toon2real")
-class Toon2Real(Model):
+class Toon2Real(TwoWayModel):
     """Cartoon → photo CycleGAN with spectral-norm PatchGANs (seeds 002/004). Batch: ``photo`` (real, R) and
     ``cartoon`` (C), both (B,3,H,W) in [-1, 1]. ``translator()`` is G_r (cartoon → photo), or G_c with
     ``translate: photo2cartoon``."""
@@ -110,8 +110,6 @@ class Toon2Real(Model):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        if cfg.translate not in ("cartoon2photo", "photo2cartoon"):
-            raise ValueError(f"{self.name}: translate must be cartoon2photo or photo2cartoon, got {cfg.translate!r}")
         if cfg.n_blocks < 0 or cfg.ngf < 1 or cfg.ndf < 1:
             raise ValueError(f"{self.name}: ngf/ndf must be >= 1 and n_blocks >= 0")
         for key in ("G_r", "G_c"):
@@ -135,10 +133,6 @@ class Toon2Real(Model):
         c = self.cfg
         return (Phase("adv", c.adv_epochs, (Step("G", ("G_r", "G_c"), c.lr_g, c.betas),
                                             Step("D", ("D_r", "D_c"), c.lr_d, c.betas))),)
-
-    @property
-    def direction(self) -> str:  # type: ignore[override]  # per instance: follows cfg.translate
-        return self.cfg.translate
 
     def translator(self) -> nn.Module:
         return self.networks["G_r" if self.cfg.translate == "cartoon2photo" else "G_c"]

@@ -37,7 +37,7 @@ from torch import nn
 
 from toonlab import losses
 from toonlab.config import ranged
-from toonlab.models.base import Model, Phase, Step, register
+from toonlab.models.base import Phase, Step, TwoWayModel, register
 
 
 def _init(module: nn.Module) -> nn.Module:
@@ -124,7 +124,7 @@ def kl_unit_variance(mu: torch.Tensor) -> torch.Tensor:
 
 
 @register("unit")
-class UNIT(Model):
+class UNIT(TwoWayModel):
     """Shared-latent VAE-GAN. Batch: ``photo`` (R) and ``cartoon`` (C), (B,3,H,W) in [-1, 1]."""
 
     @dataclass
@@ -153,8 +153,6 @@ class UNIT(Model):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        if cfg.translate not in ("cartoon2photo", "photo2cartoon"):
-            raise ValueError(f"{self.name}: translate must be cartoon2photo or photo2cartoon, got {cfg.translate!r}")
         if cfg.ch < 1 or cfg.d_ch < 1 or cfg.n_res < 0 or cfg.n_shared < 1 or cfg.d_layers < 1:
             raise ValueError(f"{self.name}: ch/d_ch/d_layers/n_shared must be >= 1 and n_res >= 0")
         n = self.networks
@@ -164,10 +162,6 @@ class UNIT(Model):
         n["D_c"], n["D_r"] = (_init(UNITDiscriminator(cfg.d_ch, cfg.d_layers)) for _ in range(2))
 
     GENERATORS = ("E_c", "E_r", "S", "G_c", "G_r")
-
-    @property
-    def direction(self) -> str:  # type: ignore[override]  # per instance: follows cfg.translate
-        return self.cfg.translate
 
     def phases(self) -> tuple[Phase, ...]:
         c = self.cfg
