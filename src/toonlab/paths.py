@@ -3,12 +3,14 @@
 Inputs name files through folders and glob patterns whose matches may carry ``..`` (``photos/*/../../a.jpg``) or
 symlinks; an output's relative layout is therefore taken from normalised paths, and the final output path is checked
 against the real (symlink-resolved) output folder and against the inputs' identities (device, inode) before anything
-is written.
+is written. Also where toonlab keeps its caches (:func:`cache_root`) and how it fingerprints files
+(:func:`file_digest`).
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from pathlib import Path
 from typing import Iterable
@@ -72,3 +74,19 @@ def unsafe_output(dst: Path, out_dir: Path, inputs: InputIds) -> str | None:
     if not inside:
         return f"output {dst} would be written outside the output folder {out_dir}"
     return None
+
+
+def cache_root() -> Path:
+    """``$TOONLAB_CACHE``, or ``~/.cache/toonlab``: the root of every cache (FID stats, ONNX exports, fetched
+    wheels), one sub-folder each."""
+    base = os.environ.get("TOONLAB_CACHE")
+    return Path(base) if base else Path.home() / ".cache" / "toonlab"
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (weight files are hundreds of MB)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

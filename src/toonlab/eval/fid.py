@@ -11,7 +11,6 @@ FIDInceptionV3` on [0,1] RGB images, exactly as pytorch-fid computes them, so va
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,8 +185,9 @@ class FolderStats:
 
 def default_cache_dir() -> Path:
     """``$TOONLAB_CACHE/fid`` or ``~/.cache/toonlab/fid``."""
-    base = os.environ.get("TOONLAB_CACHE")
-    return Path(base) / "fid" if base else Path.home() / ".cache" / "toonlab" / "fid"
+    from toonlab.paths import cache_root
+
+    return cache_root() / "fid"
 
 
 class StatsCache:

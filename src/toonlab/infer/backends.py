@@ -13,9 +13,7 @@ one way: translator, export → backends).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -25,6 +23,7 @@ import torch
 from torch import nn
 
 from toonlab.errors import ToonlabError, UsageError
+from toonlab.paths import cache_root, file_digest
 
 ONNX_OPSET = 17
 
@@ -135,16 +134,7 @@ def write_onnx(wrapper: nn.Module, example: tuple, path: str | Path, info: dict[
 
 def cache_dir() -> Path:
     """``$TOONLAB_CACHE/onnx`` or ``~/.cache/toonlab/onnx``."""
-    base = os.environ.get("TOONLAB_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "toonlab") / "onnx"
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return cache_root() / "onnx"
 
 
 def cached_onnx(checkpoint: Path, wrapper: nn.Module, info: dict[str, str]) -> tuple[Path, bool]:
@@ -156,7 +146,7 @@ def cached_onnx(checkpoint: Path, wrapper: nn.Module, info: dict[str, str]) -> t
     from toonlab import __version__
     from toonlab.checkpoint import atomic_write
 
-    key = f"{_file_sha256(checkpoint)[:32]}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
+    key = f"{file_digest(checkpoint)[:32]}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
     path = cache_dir() / f"{key}.onnx"
     if path.is_file():
         return path, True

@@ -13,7 +13,6 @@ TF-compatible details (they change FID values, so they are not options):
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -227,11 +226,9 @@ def resolve_fid_weights(weights: str | Path | None = None, *, download: bool = F
 
 def file_fingerprint(path: Path) -> str:
     """sha256 (first 16 hex digits) of a weight file's bytes — part of every FID stats cache key."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    from toonlab.paths import file_digest
+
+    return file_digest(path)[:16]
 
 
 def weights_label(path: Path, fingerprint: str) -> str:
