@@ -7,8 +7,9 @@
 The model's config travels with its weights, so loading needs no architecture flags. Inputs are reflect-padded to
 the network's ``size_multiple`` (tiny or thin ones replicate-padded to a minimum side) and cropped back. Each call
 is planned (:meth:`Translator.plan`): untiled whenever the network's measured activation peak at that size fits
-the memory budget (default: a fraction of the memory actually free), else overlapping tiles with image-wide
-statistics (``toonlab.infer.tiling``). The network runs on a backend (``toonlab.infer.backends``): PyTorch, or ONNX
+the memory budget (default: a fraction of the memory actually free), else layer-streamed where the network
+streams (``toonlab.infer.streaming``: exact statistics), else overlapping tiles with image-wide statistics
+(``toonlab.infer.tiling``). The network runs on a backend (``toonlab.infer.backends``): PyTorch, or ONNX
 Runtime. Post-processing (``toonlab.infer.postprocess``) follows the model's config (CTSS: +40 % saturation)
 unless overridden.
 """
@@ -27,7 +28,7 @@ from torch import nn
 
 from toonlab.device import resolve_device
 from toonlab.errors import ToonlabError, UsageError
-from toonlab.infer import tiling
+from toonlab.infer import streaming, tiling
 from toonlab.infer.backends import OrtBackend, TorchBackend, cached_onnx, onnx_metadata, ort_missing_reason
 from toonlab.infer.postprocess import PostProcess
 
@@ -118,15 +119,17 @@ def _ort_for_checkpoint(path: Path, model: nn.Module, meta: dict, wrapper: Gener
 
 @dataclass(frozen=True)
 class Plan:
-    """How one (B,3,H,W) call runs: untiled (``tile`` None) in chunks of ``chunk`` images, or tiled; ``reason``
-    is the one line the CLI prints with --verbose."""
+    """How one (B,3,H,W) call runs: untiled (``tile`` None) in chunks of ``chunk`` images, layer-streamed
+    (``streamed``, one image at a time: ``toonlab.infer.streaming``), or tiled; ``reason`` is the one line the CLI
+    prints with --verbose."""
 
     tile: int | None
     chunk: int
     reason: str
+    streamed: bool = False
 
 
-Progress = Callable[[int, int, str], None]  # progress(done, total, unit) with unit "image" | "tile"
+Progress = Callable[[int, int, str], None]  # progress(done, total, unit) with unit "image" | "tile" | "layer"
 
 
 class NonFiniteOutput(ToonlabError):
@@ -191,8 +194,8 @@ class Translator:
         cache, :func:`toonlab.infer.backends.cached_onnx`); "auto" = ONNX Runtime on CPU in float32 when it is
         installed (1.05–1.9× PyTorch for the CTSS, CartoonGAN and AnimeGAN generators, benchmarks/README.md),
         else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written). ``memory_budget``: bytes of activations one forward pass may take (default: half the
-        available RAM, 0.8 of free GPU memory); beyond it an image is tiled (through PyTorch, with exact
-        pooled statistics). ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators);
+        available RAM, 0.8 of free GPU memory); beyond it an image is layer-streamed, or tiled where the
+        network does not stream (both through PyTorch). ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators);
         ``compile``: ``torch.compile`` the untiled PyTorch forward (one compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
                          brightness=brightness, match_luminance=match_luminance)
@@ -307,9 +310,22 @@ class Translator:
         """Activation bytes per input pixel (the slope of :meth:`memory_model`)."""
         return self.memory_model().per_pixel
 
+    def streamer(self) -> tuple[streaming.StreamedNetwork | None, str]:
+        """The layer-streamed executor of the PyTorch module, or None and the one-line reason it cannot stream
+        (untraceable or unsupported ops, a dtype other than float32: stripes compute in float32)."""
+        if self.module is None:
+            return None, "no PyTorch module"
+        if self.dtype != torch.float32:
+            return None, f"streaming computes in float32, the model runs in {str(self.dtype).removeprefix('torch.')}"
+        try:
+            return streaming.streamed(self.module), ""
+        except streaming.NotStreamable as e:
+            return None, str(e)
+
     def plan(self, height: int, width: int, batch: int = 1) -> Plan:
         """Untiled whenever one padded image's estimated activations fit the budget (several per chunk when
-        they fit), tiled otherwise — through PyTorch, whose tiles share exact pooled statistics."""
+        they fit); else layer-streamed (exact, one pass's FLOPs) when the network streams and its stored maps
+        fit; else tiled — through PyTorch, whose tiles share pooled statistics."""
         mem, budget = self.memory_model(), self.memory_budget
         m = max(self.size_multiple, 1)
         ph, pw = max(height + (-height) % m, self.min_side), max(width + (-width) % m, self.min_side)
@@ -326,8 +342,19 @@ class Translator:
                                      f"{_mib(budget)} ({src}){why}")
         if self.torch_backend is None:
             raise UsageError("--tile needs a PyTorch model (a checkpoint), not a bare ONNX file")
+        over = f"~{_mib(need)} of activations > budget {_mib(budget)} ({src})"
+        not_streamed = ""
+        if self.tile is None:
+            streamer, not_streamed = self.streamer()
+            if streamer is not None:
+                stream_need = streamer.estimate((1, 3, ph, pw))
+                if stream_need <= budget:
+                    return Plan(None, 1, f"streamed {width}×{height} layer by layer (exact image-wide statistics, "
+                                         f"~{_mib(stream_need)} of stored maps): {over}", streamed=True)
+                not_streamed = f"streamed would take ~{_mib(stream_need)}"
+            not_streamed = f"; not streamed: {not_streamed}"
         tile = self.tile or tiling.tile_for_budget(budget - mem.fixed, mem.per_pixel, m, self.overlap)
-        why = "--tile" if self.tile else f"~{_mib(need)} of activations > budget {_mib(budget)} ({src})"
+        why = "--tile" if self.tile else over + not_streamed
         return Plan(tile, 1, f"tiled {width}×{height} in {tile}² tiles, {self.norm_stats} norm statistics, "
                              f"through PyTorch: {why}")
 
@@ -359,7 +386,10 @@ class Translator:
                 x = src[i:i + plan.chunk].to(self.device, self.dtype)
                 style_ids = self._style_tensor(x.shape[0], style)
                 xp, pads = tiling.pad_to_multiple(x, m, self.min_side)
-                if plan.tile is not None:
+                if plan.streamed:
+                    on_layer = (lambda d, t: progress(d, t, "layer")) if progress else None
+                    y = self.streamer()[0](xp, progress=on_layer)
+                elif plan.tile is not None:
                     tb = self.torch_backend
                     on_tile = (lambda d, t, _i=i: progress(d, t, "tile")) if progress else None
                     y = tiling.run_tiled(lambda t: tb(t, style_ids, eager=True), xp, plan.tile, self.overlap, m,
@@ -371,7 +401,7 @@ class Translator:
                     raise NonFiniteOutput("the network produced non-finite values (NaN/inf): the weights are "
                                           "corrupt or diverged")
                 out[i:i + plan.chunk] = self.post(y.clamp(0.0, 1.0), x.float()).to(out.device)
-                if progress and plan.tile is None:
+                if progress and plan.tile is None and not plan.streamed:
                     progress(min(i + plan.chunk, b), b, "image")
         return out
 
