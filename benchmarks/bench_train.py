@@ -1,7 +1,7 @@
 """Training throughput (images/s) per model at its paper size and batch, through the real trainer loop.
 
     python benchmarks/bench_train.py [--models ctss,cartoongan] [--steps 3] [--warmup 1] [--batch N]
-                                     [--size N] [--device cpu|cuda]
+                                     [--size N] [--device cpu|cuda] [OVERRIDE ...]   (e.g. train.amp=bf16)
 
 For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
 (configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,7 +50,9 @@ def perceptual_choice() -> str:
 
 
 def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | None, size: int | None,
-                device: str) -> dict:
+                device: str, overrides: Sequence[str] = ()) -> dict:
+    """Images/s and s/step of each phase of ``name``'s paper recipe; ``overrides`` (dotted, e.g.
+    ``train.amp=bf16``) are applied last, so they win over the benchmark's own settings."""
     from toonlab.models import get_model_class
     from toonlab.train.config import load_run_config
     from toonlab.train.trainer import Trainer
@@ -75,7 +78,7 @@ def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | Non
     if "perceptual" in fields:
         vgg = perceptual_choice()
         over.append(f"model.perceptual={vgg}")
-    trainer = Trainer(load_run_config(ROOT / "configs" / f"{name}.yaml", over))
+    trainer = Trainer(load_run_config(ROOT / "configs" / f"{name}.yaml", [*over, *overrides]))
     t0 = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - t0
@@ -97,19 +100,20 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="default: the paper size")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("overrides", nargs="*", help="dotted overrides for every run (e.g. train.amp=bf16)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"benchmark": "train_throughput", "device": args.device, "torch": torch.__version__,
               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-              "steps": args.steps, "warmup": args.warmup, "models": {}}
+              "steps": args.steps, "warmup": args.warmup, "overrides": args.overrides, "models": {}}
     if args.device.startswith("cuda") and torch.cuda.is_available():
         result["gpu"] = torch.cuda.get_device_name(0)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             try:
                 result["models"][name] = bench_model(name, Path(tmp), args.steps, args.warmup, args.batch,
-                                                     args.size, args.device)
+                                                     args.size, args.device, args.overrides)
             except Exception as e:  # one model failing must not lose the others' figures
                 result["models"][name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
             print(f"{name}: {result['models'][name]}", file=sys.stderr, flush=True)
