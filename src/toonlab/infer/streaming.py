@@ -514,16 +514,37 @@ class StreamedNetwork:
         for k, n in enumerate(order):
             for r in reads[n]:
                 last[r] = k
-        alias = {}
+        # a map's last reader of the same shape — or any shape for one image — writes over it: the two share one
+        # allocation, the reader's stripes going in behind the rows its later stripes still read. Along a chain
+        # of such maps the last one sits at offset 0 and each producer is shifted up by how much bigger its
+        # reader is (so a ×2 upsampling conv's output grows into its half-resolution input from below).
+        alias: dict[fx.Node, fx.Node] = {}
         for k, n in enumerate(order):
             if n is out_node:
                 continue
             for r in reads[n]:
-                if (r is not self.image and last.get(r) == k and r not in alias.values() and r is not out_node
-                        and self._info[r].shape == self._info[n].shape):
+                if (r is not self.image and r is not out_node and last.get(r) == k and r not in alias.values()
+                        and (self._info[r].shape == self._info[n].shape or shape[0] == 1)):
                     alias[n] = r
                     break
-        return order, out_node, reads, rows_per, last, alias
+        size = {n: _nbytes(self._info[n].shape, None, self._esize()) for n in order}
+        place: dict[fx.Node, tuple[fx.Node, int]] = {}  # node → (its chain's last node, byte offset)
+        arena: dict[fx.Node, int] = {}  # chain's last node → bytes of the shared allocation
+        for n in reversed(order):
+            if n not in alias or n in place:
+                continue
+            place[n], arena[n], reader = (n, 0), size[n], n
+            while reader in alias:
+                producer = alias[reader]
+                off = -(-(place[reader][1] + max(0, size[reader] - size[producer])) // 64) * 64
+                if off and off + size[producer] > arena[n]:
+                    # the shift would make the allocation outgrow its largest map (every page it touches stays
+                    # resident until it is freed): end the chain here; the producer gets its own
+                    del alias[reader]
+                    break
+                place[producer], arena[n] = (n, off), max(arena[n], off + size[producer])
+                reader = producer
+        return _Plan(order, out_node, reads, rows_per, last, alias, place, arena, size)
 
     def _stripe_temp_bytes(self, n: fx.Node, rows: int) -> int:
         self._dry = {"need": {}, "bytes": 0}
@@ -535,24 +556,30 @@ class StreamedNetwork:
 
     def estimate(self, shape: tuple[int, int, int, int]) -> int:
         """Peak bytes this executor allocates for an input of ``shape`` (B,C,H,W): the largest set of live
-        materialised maps (storage dtype; the output in float32) plus one stripe's float32 temporaries. The
-        input itself is the caller's and not counted."""
-        order, out_node, reads, rows_per, last, alias = self._prepare(shape)
+        materialised maps (storage dtype; the output in float32; a shared allocation counted by the extent its
+        maps have touched) plus one stripe's float32 temporaries and one conv's weight copy. The input itself is
+        the caller's and not counted."""
+        plan = self._prepare(shape)
         live: dict[fx.Node, int] = {}
+        touched: dict[fx.Node, tuple[int, int]] = {}
         peak = 0
         self._done = {self.image}
-        for k, n in enumerate(order):
-            if n not in alias:
-                live[n] = _nbytes(self._info[n].shape, None, 4 if n is out_node else self._esize())
-            temp = self._stripe_temp_bytes(n, rows_per[n])
-            peak = max(peak, sum(live.values()) + temp)
+        for k, n in enumerate(plan.order):
+            if n in plan.place:
+                g, off = plan.place[n]
+                lo, hi = touched.get(g, (off, off))
+                touched[g] = (min(lo, off), max(hi, off + plan.size[n]))
+                live[g] = touched[g][1] - touched[g][0]
+            else:
+                live[n] = plan.size[n] * (4 // self._esize() if n is plan.out_node else 1)
+            peak = max(peak, sum(live.values()) + self._stripe_temp_bytes(n, plan.rows_per[n]))
             self._done.add(n)
-            for r in reads[n]:
-                if last.get(r) == k and r in live and r is not out_node:
-                    if n in alias and alias[n] is r:
-                        live[n] = live.pop(r)
-                    else:
-                        del live[r]
+            for r in plan.reads[n]:
+                if plan.last.get(r) == k and r is not plan.out_node:
+                    if r not in plan.place:
+                        live.pop(r, None)
+                    elif plan.place[r][0] is r:  # a chain's last map: the shared allocation goes
+                        live.pop(r, None)
         return int(peak)
 
     def _esize(self) -> int:
@@ -571,38 +598,47 @@ class StreamedNetwork:
             y = self._execute(x, plan, torch.bfloat16, progress)
         return y
 
-    def _execute(self, x, plan, storage: torch.dtype, progress) -> torch.Tensor:
-        order, out_node, reads, rows_per, last, alias = plan
+    def _execute(self, x, plan: "_Plan", storage: torch.dtype, progress) -> torch.Tensor:
         self._buf = {self.image: x.float()}
         self._done = {self.image}
-        self._stats, self._weights = {}, {}
+        self._stats, self._weights, self._arenas = {}, {}, {}
         try:
-            self._run(order, out_node, reads, rows_per, last, alias, storage, progress)
-            return self._buf[out_node].contiguous()
+            self._run(plan, storage, progress)
+            return self._buf[plan.out_node].contiguous()
         finally:
-            self._buf, self._stats, self._weights = {}, {}, {}
+            self._buf, self._stats, self._weights, self._arenas = {}, {}, {}, {}
 
-    def _run(self, order, out_node, reads, rows_per, last, alias, storage, progress) -> None:
+    def _run(self, plan: "_Plan", storage: torch.dtype, progress) -> None:
         info, device = self._info, self._device
-        for k, n in enumerate(order):
+        for k, n in enumerate(plan.order):
             b, c, h, w = info[n].shape
-            dtype = torch.float32 if n is out_node else storage
-            buf = self._buf[alias[n]] if n in alias else torch.empty((b, c, h, w), dtype=dtype, device=device,
-                                                                        memory_format=_CL)
+            dtype = torch.float32 if n is plan.out_node else storage
+            if n in plan.place:
+                g, off = plan.place[n]
+                if g not in self._arenas:
+                    self._arenas[g] = torch.empty(plan.arena[g], dtype=torch.uint8, device=device)
+                buf = self._arenas[g][off:off + plan.size[n]].view(dtype).view(b, h, w, c).permute(0, 3, 1, 2)
+                if g is n:  # the chain's last map: its view keeps the allocation alive from here
+                    del self._arenas[g]
+            else:
+                buf = torch.empty((b, c, h, w), dtype=dtype, device=device, memory_format=_CL)
             norms = [u for u in n.users if info[u].norm is not None]
             for u in norms:
                 self._stats[u] = _Stats(info[u].norm[0], info[u].norm[1], channels=c)
             pending: list[tuple[int, int, torch.Tensor]] = []
-            src = alias.get(n)
-            step = rows_per[n]
+            src = plan.alias.get(n)
+            if src is not None:  # bytes per row (per image) of this map and of the one it writes over
+                row_out, row_src = plan.size[n] // (b * h), plan.size[src] // (b * info[src].shape[2])
+                off_out, off_src = plan.place[n][1], plan.place[src][1]
+            step = plan.rows_per[n]
             for a in range(0, h, step):
                 e = min(h, a + step)
-                if src is not None:  # flush stripes no later stripe reads (reads move down monotonically)
+                if src is not None:  # write back the stripes that end below every row still to be read
                     self._dry = {"need": {}, "bytes": 0}
                     self._rows(n, a, e)
                     lo = self._dry["need"][src][0]
                     self._dry = None
-                    while pending and pending[0][1] <= lo:
+                    while pending and off_out + pending[0][1] * row_out <= off_src + lo * row_src:
                         pa, pe, pt = pending.pop(0)
                         buf[:, :, pa:pe] = pt
                 y = self._compute(n, a, e).to(device)
@@ -616,16 +652,29 @@ class StreamedNetwork:
                 buf[:, :, pa:pe] = pt
             for u in norms:
                 self._stats[u].finish(*info[u].norm[2:])
-            if src is not None:
-                del self._buf[src]
             self._buf[n] = buf
             self._weights.clear()
             self._done.add(n)
-            for r in reads[n]:
-                if last.get(r) == k and r is not out_node and r is not self.image:
+            for r in plan.reads[n]:
+                if plan.last.get(r) == k and r is not plan.out_node and r is not self.image:
                     self._buf.pop(r, None)
             if progress:
-                progress(k + 1, len(order))
+                progress(k + 1, len(plan.order))
+
+
+@dataclass
+class _Plan:
+    """The materialisation schedule of one input shape (see ``StreamedNetwork._prepare``)."""
+
+    order: list  # materialised nodes, in evaluation order
+    out_node: fx.Node
+    reads: dict  # node → the materialised nodes its stripes read
+    rows_per: dict  # node → stripe height
+    last: dict  # node → index in order of its last reader
+    alias: dict  # node → the map it writes over
+    place: dict  # node → (its chain's last node, byte offset in the shared allocation)
+    arena: dict  # chain's last node → bytes
+    size: dict  # node → bytes in the storage dtype
 
 
 def _nbytes(shape, rows: int | None, esize: int = 4) -> int:
