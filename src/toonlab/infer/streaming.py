@@ -21,7 +21,6 @@ untraceable control flow) raise :class:`NotStreamable` with the reason; the tran
 from __future__ import annotations
 
 import inspect
-import math
 import operator
 import weakref
 from dataclasses import dataclass, field
@@ -157,6 +156,7 @@ class StreamedNetwork:
         self.nodes = list(self.graph.nodes)
         self.image = next(n for n in self.nodes if n.op == "placeholder")
         self._gm: fx.GraphModule | None = None
+        self._plans: dict[tuple, tuple[dict, _Plan]] = {}
         self._device = next(iter(module.parameters()), torch.empty(0)).device
         self._check_ops()
 
@@ -415,20 +415,25 @@ class StreamedNetwork:
     def _conv_transpose(self, n: fx.Node, m: nn.ConvTranspose2d, a: int, b: int):
         """Rows [a, b) of a transposed conv: output row o = i·s − p + k for input row i and kernel row k, so the
         input rows [⌈(a+p−K+1)/s⌉, ⌊(b−1+p)/s⌋] contribute; rows without any contribution hold the bias only."""
-        (kh, _), (sh, _), (ph, pw), (oph, opw) = m.kernel_size, m.stride, m.padding, m.output_padding
+        (kh, _), (sh, _), (ph, pw), (_, opw) = m.kernel_size, m.stride, m.padding, m.output_padding
         hin = self._info[n.args[0]].shape[2]
         i0 = max(0, -((kh - 1 - a - ph) // sh))
         i1 = min(hin, (b - 1 + ph) // sh + 1)
-        if i0 >= i1:
-            raise NotStreamable(f"{n.name}: transposed conv rows without input")
-        t = self._rows(n.args[0], i0, i1)
-        if t is None:
-            return self._weight(m)
-        y = F.conv_transpose2d(t.contiguous(memory_format=_CL), self._weight(m), None, m.stride, (0, pw), (0, opw), m.groups)
-        j0, j1 = a + ph - i0 * sh, b + ph - i0 * sh
-        y = y[:, :, max(j0, 0):j1]
-        if y.shape[2] < b - a:  # the output_padding rows at the bottom: no input contributes
-            y = F.pad(y, (0, 0, 0, b - a - y.shape[2]))
+        if i0 >= i1:  # only output_padding rows at the bottom, which no input row reaches
+            if self._dry is not None:
+                return None
+            bs, c, _, w = self._info[n].shape
+            y = torch.zeros(bs, c, b - a, w, device=self._device)
+        else:
+            t = self._rows(n.args[0], i0, i1)
+            if t is None:
+                return self._weight(m)
+            y = F.conv_transpose2d(t.contiguous(memory_format=_CL), self._weight(m), None, m.stride, (0, pw),
+                                   (0, opw), m.groups)
+            j0 = a + ph - i0 * sh
+            y = y[:, :, j0:j0 + b - a]
+            if y.shape[2] < b - a:  # output_padding rows at the bottom: no input row reaches them
+                y = F.pad(y, (0, 0, 0, b - a - y.shape[2]))
         return y if m.bias is None else y + m.bias.float()[None, :, None, None]
 
     def _pad(self, src: fx.Node, a: int, b: int, pad: tuple[int, int, int, int], mode: str, value: float):
@@ -491,9 +496,20 @@ class StreamedNetwork:
         return torch.addcmul(st.bias_bc.to(t.device), t, st.mul_bc.to(t.device))
 
     # --- materialisation ---------------------------------------------------------------------------------------
-    def _prepare(self, shape: tuple[int, int, int, int]):
+    def _prepare(self, shape: tuple[int, int, int, int]) -> "_Plan":
         """Analysis for one input shape: the materialised nodes in order, what each reads, when maps die, which
-        maps a consumer may overwrite, and the stripe height of each."""
+        maps a consumer may overwrite, and the stripe height of each. Kept for the last few shapes (the plan's
+        estimate and the run that follows, a video's frames)."""
+        if shape in self._plans:
+            self._info, plan = self._plans[shape]
+            return plan
+        plan = self._schedule(shape)
+        if len(self._plans) >= 4:
+            self._plans.pop(next(iter(self._plans)))
+        self._plans[shape] = (self._info, plan)
+        return plan
+
+    def _schedule(self, shape: tuple[int, int, int, int]) -> "_Plan":
         self._info = self._analyse(shape)
         order = [n for n in self.nodes if self._info[n].materialised and n is not self.image]
         out_node = next(n for n in self.nodes if n.op == "output").args[0]

@@ -195,7 +195,8 @@ class Translator:
         installed (1.05–1.9× PyTorch for the CTSS, CartoonGAN and AnimeGAN generators, benchmarks/README.md),
         else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written). ``memory_budget``: bytes of activations one forward pass may take (default: half the
         available RAM, 0.8 of free GPU memory); beyond it an image is layer-streamed, or tiled where the
-        network does not stream (both through PyTorch). ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators);
+        network does not stream (both through PyTorch). ``channels_last``: None = auto (on CUDA, and on CPU for
+        LayerNorm generators);
         ``compile``: ``torch.compile`` the untiled PyTorch forward (one compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
                          brightness=brightness, match_luminance=match_luminance)
