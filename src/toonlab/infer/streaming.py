@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import inspect
 import operator
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -722,22 +721,3 @@ def _flip_dims(n: fx.Node, info) -> tuple[int, ...]:
     if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
         dims = tuple(dims[0])
     return tuple(info[d].value if isinstance(d, fx.Node) else d for d in dims)
-
-
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, StreamedNetwork | NotStreamable]" = weakref.WeakKeyDictionary()
-
-
-def streamed(module: nn.Module, storage: torch.dtype = torch.float16) -> StreamedNetwork:
-    """The (cached) streamed executor of ``module``; raises :class:`NotStreamable` with the reason."""
-    got = _CACHE.get(module)
-    if got is None:
-        try:
-            got = StreamedNetwork(module, storage)
-        except NotStreamable as e:
-            got = e
-        _CACHE[module] = got
-    if isinstance(got, NotStreamable):
-        raise got
-    if got.storage != storage:
-        got = StreamedNetwork(module, storage)
-    return got

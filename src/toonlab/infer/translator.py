@@ -318,10 +318,12 @@ class Translator:
             return None, "no PyTorch module"
         if self.dtype != torch.float32:
             return None, f"streaming computes in float32, the model runs in {str(self.dtype).removeprefix('torch.')}"
-        try:
-            return streaming.streamed(self.module), ""
-        except streaming.NotStreamable as e:
-            return None, str(e)
+        if getattr(self, "_streamed", None) is None:  # traced once per translator
+            try:
+                self._streamed = (streaming.StreamedNetwork(self.module), "")
+            except streaming.NotStreamable as e:
+                self._streamed = (None, str(e))
+        return self._streamed
 
     def plan(self, height: int, width: int, batch: int = 1) -> Plan:
         """Untiled whenever one padded image's estimated activations fit the budget (several per chunk when
