@@ -9,7 +9,9 @@ SynthToon renders every test scene both as a photo and as its true cartoon, so a
 scored *paired*: PSNR / SSIM of its raw output (no post-processing) against the true cartoon, and FID / KID of its
 outputs to the true-cartoon test set. Reference rows on the same test set: the unchanged photos ("identity") and
 the learning-free classic cartoonizer. Cartoon→photo systems (toon2real, cyclegan) are scored on the inverse task
-(cartoons in, true photos as the target; identity = the cartoons themselves).
+(cartoons in, true photos as the target; identity = the cartoons themselves). A multi-style system trains on a
+SynthToon rendered in its styles (``prepare synth --styles``: same scenes, one palette and line weight per style) and
+is scored in its first style, whose test cartoons are the unstyled ones (mean difference < 0.02/255).
 
 Each system trains from its paper recipe (``configs/<name>.yaml``: losses, weights, learning rates, betas) with the
 data, size and batch overridden, and the schedule compressed to ``--steps`` optimiser iterations: the first
@@ -37,8 +39,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PHOTO2CARTOON = ["ctss", "cartoongan", "animegan", "salcbam", "white_box"]
-CARTOON2PHOTO = ["toon2real", "cyclegan"]
+PHOTO2CARTOON = ["ctss", "cartoongan", "animegan", "salcbam", "white_box", "multistyle"]
+CARTOON2PHOTO = ["toon2real", "cyclegan", "unit", "singlegan"]
 CTSS_ABLATIONS = ["ctss-all-patches=configs/ablations/ctss-all-patches.yaml",
                   "ctss-no-patch-branch=configs/ablations/ctss-no-patch-branch.yaml"]
 
@@ -264,13 +266,17 @@ def main() -> None:
     for spec in args.systems.split(","):
         label, config = parse_system(spec)
         model_cfg = load_run_config(config).model
-        task = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"}).direction
+        model = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"})
+        task, train_data = model.direction, data
+        if model.styles:  # same scenes, cartoons in each of the model's styles; scored in the first
+            train_data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}-styles", args.n, args.size, 0,
+                                        n_test=args.n_test, styles=list(model.styles))
         entry = result["systems"].setdefault(label, {"task": task, "config": str(config.relative_to(ROOT)),
                                                       "runs": []})
         for seed in result["seeds"]:
             if any(r["seed"] == seed for r in entry["runs"]):
                 continue
-            entry["runs"].append(train_and_curve(label, config, seed, args, data, inputs[task], scorers[task]))
+            entry["runs"].append(train_and_curve(label, config, seed, args, train_data, inputs[task], scorers[task]))
             entry["runs"].sort(key=lambda r: r["seed"])
             entry["summary"] = summarise(entry["runs"])
             out_path.parent.mkdir(parents=True, exist_ok=True)
