@@ -271,11 +271,12 @@ _M_OPTS = dict(
     dtype=typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16 (half types on CUDA).", rich_help_panel=_MODEL),
     tile=typer.Option(None, "--tile", help="Tile side in pixels (default: from the memory budget).",
                       rich_help_panel=_MODEL),
-    memory_budget=typer.Option(None, "--memory-budget", help="Activation memory per forward pass in MiB before "
-                                                             "tiling (default: half the available RAM, 0.8 of free "
-                                                             "GPU memory; the need is measured per network).",
+    memory_budget=typer.Option(None, "--memory-budget", help="Activation memory per forward pass in MiB; over it "
+                                                             "an image is streamed layer by layer (or tiled) "
+                                                             "(default: half the available RAM, 0.8 of free GPU "
+                                                             "memory; the need is measured per network).",
                                rich_help_panel=_MODEL),
-    verbose=typer.Option(False, "--verbose", "-v", help="Say which backend and path (untiled / tiled) ran and why.",
+    verbose=typer.Option(False, "--verbose", "-v", help="Say which backend and path (untiled / streamed / tiled) ran and why.",
                          rich_help_panel=_MODEL),
     batch_size=typer.Option(8, "--batch-size", min=1, help="Images (or video frames) per forward pass.",
                             rich_help_panel=_MODEL),
