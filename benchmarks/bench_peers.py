@@ -12,8 +12,9 @@ Random weights (seeded) go into the peer network, are saved as the peer's ``.pt`
 ``toonlab import-weights`` (``toonlab.infer.import_weights``), so both run identical weights.
 
 Per network and size, each configuration runs in a fresh process (load, a 64² warm-up call, then one timed pass
-of scikit-image's astronaut resized to the size; peak RSS = the process's ``ru_maxrss``), rounds interleaved (peer, default, torch, onnx,
-peer, …) so machine load hits all alike; the best round counts:
+of scikit-image's astronaut (toonlab.photos) resized to the size; peak RSS = the process's ``ru_maxrss``), rounds
+interleaved (peer, default, torch, peer, …) so machine load hits all alike; the best round counts; a configuration
+that fails (e.g. the peer's untiled 4K pass killed for memory) is recorded as ``<config>_error`` and the run goes on:
 - ``peer``: the peer network, its preprocessing, ``torch.no_grad()``;
 - ``default``: what ``toonlab cartoonize -m CKPT`` runs: ``Translator.load(ck, backend="auto")`` (the measured
   memory plan; ONNX Runtime on CPU when installed, its export cached by a warm-up process first);
@@ -177,11 +178,12 @@ def child(args: list[str]) -> None:
     config, name, ck, peer_file, h, w, threads, ref_out = args
     torch.set_num_threads(int(threads))
     h, w = int(h), int(w)
-    from skimage import data
-
     import cv2
 
-    x = torch.from_numpy(cv2.resize(data.astronaut(), (w, h), interpolation=cv2.INTER_AREA)).permute(2, 0, 1)[None]
+    from toonlab import photos
+
+    x = torch.from_numpy(cv2.resize(photos.load("astronaut"), (w, h), interpolation=cv2.INTER_AREA))
+    x = x.permute(2, 0, 1)[None]
     x = x.float() / 255
     if config == "peer":
         net = PEERS[name][0]().eval()
@@ -210,10 +212,15 @@ def child(args: list[str]) -> None:
 
 
 def _run(config, name, ck, peer_file, h, w, threads, out):
+    """One configuration in a fresh process: its JSON line, or {"error": why} when it failed (e.g. killed by the
+    kernel for memory: the peers' code runs untiled at any size)."""
     res = subprocess.run([sys.executable, __file__, "--child", config, name, str(ck), str(peer_file), str(h), str(w),
                           str(threads), str(out)], capture_output=True, text=True)
     if res.returncode != 0:
-        sys.exit(f"{config} {name} {w}x{h} failed:\n{res.stderr[-3000:]}")
+        why = ("killed (signal 9: out of memory)" if res.returncode == -9 else
+               (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1])
+        print(f"{config} {name} {w}x{h} failed: {why}", file=sys.stderr, flush=True)
+        return {"error": why}
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -250,17 +257,26 @@ def main() -> None:
                     for config in runs:
                         runs[config].append(_run(config, name, ck, peer_file, h, w, args.threads,
                                                  tmp / f"{config}.npy"))
-                outs = {c: np.load(tmp / f"{c}.npy") for c in runs}
-                best = {c: min(r["seconds"] for r in v) for c, v in runs.items()}
-                best_path = min(best["default"], best["torch"])
+                ok = {c: [r for r in v if "error" not in r] for c, v in runs.items()}
+                outs = {c: np.load(tmp / f"{c}.npy") for c in runs if ok[c]}
+                best = {c: min(r["seconds"] for r in v) for c, v in ok.items() if v}
+                best_path = min([best[c] for c in ("default", "torch") if c in best], default=None)
+
+                def ratio(a, b):
+                    return round(a / b, 2) if a is not None and b is not None else None
+
+                def diff(c):
+                    return float(np.abs(outs[c] - outs["peer"]).max()) if c in outs and "peer" in outs else None
+
                 row = {"net": name, "size": f"{w}x{h}",
-                       **{f"{c}_s": round(best[c], 2) for c in runs},
-                       **{f"{c}_peak_rss_mib": round(max(r["peak_rss_mib"] for r in v)) for c, v in runs.items()},
-                       "default_plan": runs["default"][-1]["plan"],
-                       "peer_over_default": round(best["peer"] / best["default"], 2),
-                       "default_over_best": round(best["default"] / best_path, 2),
-                       "max_diff_default_vs_peer": float(np.abs(outs["default"] - outs["peer"]).max()),
-                       "max_diff_torch_vs_peer": float(np.abs(outs["torch"] - outs["peer"]).max())}
+                       **{f"{c}_s": round(best[c], 2) if c in best else None for c in runs},
+                       **{f"{c}_peak_rss_mib": round(max(r["peak_rss_mib"] for r in v)) if v else None
+                          for c, v in ok.items()},
+                       **{f"{c}_error": v[-1]["error"] for c, v in runs.items() if not ok[c]},
+                       "default_plan": ok["default"][-1]["plan"] if ok["default"] else None,
+                       "peer_over_default": ratio(best.get("peer"), best.get("default")),
+                       "default_over_best": ratio(best.get("default"), best_path),
+                       "max_diff_default_vs_peer": diff("default"), "max_diff_torch_vs_peer": diff("torch")}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"threads": args.threads, "rounds": args.rounds, "load_average": [round(v, 1) for v in os.getloadavg()],
