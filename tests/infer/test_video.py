@@ -104,10 +104,19 @@ def test_pipelined_equals_sequential_and_errors_propagate(tmp_path, make_video):
     a = translate_video(src, tmp_path / "a.mp4", lambda x: 1 - x, batch_size=3)
     b = translate_video(src, tmp_path / "b.mp4", lambda x: 1 - x, batch_size=3, pipeline=False)
     assert a.frames == b.frames == 7
-    with av.open(str(a.path)) as ca, av.open(str(b.path)) as cb:  # the same frames, in the same order
-        fa = [f.to_ndarray(format="rgb24").astype(int) for f in ca.decode(video=0)]
-        fb = [f.to_ndarray(format="rgb24").astype(int) for f in cb.decode(video=0)]
-    assert len(fa) == len(fb) == 7 and all(np.abs(x - y).mean() < 0.5 for x, y in zip(fa, fb))
+
+    def decoded(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in c.decode(video=0)]
+
+    # Both outputs hold every inverted input frame, in order: frame i is within H.264's error of 255 − input i and
+    # far from its neighbours (the moving square; measured ~1.8 vs ≥ 7.4). Not compared with each other exactly:
+    # two encodings of the same frames differed by up to ~0.6 mean here, even two sequential runs.
+    expected = [255 - x for x in decoded(src)]
+    for frames in (decoded(a.path), decoded(b.path)):
+        assert len(frames) == 7
+        dist = np.array([[np.abs(x - e).mean() for e in expected] for x in frames])
+        assert (dist.diagonal() < 4).all() and (dist.argmin(axis=1) == np.arange(7)).all(), dist.round(1)
 
     def boom(x):
         raise RuntimeError("network failed")
