@@ -130,26 +130,35 @@ def schedule(config: Path, steps: int, init_fraction: float) -> dict[str, int]:
     return {phases[-1]: steps, **{p: 0 for p in phases[:-1]}}
 
 
-def train_and_curve(label: str, config: Path, seed: int, args, data: Path, inputs: torch.Tensor,
-                    scorer: Scorer) -> dict:
-    """Train one system/seed in ``--eval-every`` segments, scoring ``latest.safetensors`` after each."""
-    from toonlab.train.trainer import train
-
-    run = Path(args.work) / f"{label}-s{seed}"
+def run_overrides(label: str, config: Path, data: Path, run: Path, seed: int, args, log_every: int,
+                  ckpt_every: int) -> list[str]:
+    """The overrides one benchmark run trains with: ``data``'s train/test folders, ``args``' size, batch, steps and
+    init fraction (:func:`schedule`), CPU, no progress bar or TensorBoard, then ``args.overrides``; CTSS's patch
+    length and strides are the paper's scaled by size/256."""
     phase_steps = schedule(config, args.steps, args.init_fraction)
     scale = args.size / 256
     overrides = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
                  f"data.size={args.size}", f"data.batch_size={args.batch}", "data.workers=0",
                  f"data.val_photos={data / 'test/photos'}", "data.val_count=4", f"train.seed={seed}",
                  f"train.run_dir={run}", "train.progress=false", "train.tensorboard=false",
-                 f"train.log_every={args.eval_every}", f"train.sample_every={args.steps}",
-                 f"train.ckpt_every={args.eval_every}", "train.keep_last=1", "train.device=cpu",
+                 f"train.log_every={log_every}", f"train.sample_every={args.steps}",
+                 f"train.ckpt_every={ckpt_every}", "train.keep_last=1", "train.device=cpu",
                  "train.phase_steps={" + ", ".join(f"{k}: {v}" for k, v in phase_steps.items()) + "}",
                  *args.overrides]
     if label.startswith("ctss"):
         overrides += [f"model.patch_size={round(96 * scale)}",
                       f"model.stride_range=[{round(48 * scale)}, {round(72 * scale)}]",
                       f"model.stride_fixed=[{round(48 * scale)}, {round(72 * scale)}]"]
+    return overrides
+
+
+def train_and_curve(label: str, config: Path, seed: int, args, data: Path, inputs: torch.Tensor,
+                    scorer: Scorer) -> dict:
+    """Train one system/seed in ``--eval-every`` segments, scoring ``latest.safetensors`` after each."""
+    from toonlab.train.trainer import train
+
+    run = Path(args.work) / f"{label}-s{seed}"
+    overrides = run_overrides(label, config, data, run, seed, args, args.eval_every, args.eval_every)
     curve, t0 = [], time.perf_counter()
     for stop in range(args.eval_every, args.steps + 1, args.eval_every):
         if stop == args.eval_every:
@@ -159,8 +168,8 @@ def train_and_curve(label: str, config: Path, seed: int, args, data: Path, input
         out = generator_outputs(run / "checkpoints" / "latest.safetensors", inputs)
         curve.append({"step": stop, **scorer(out)})
         print(f"[{label} seed {seed}] step {stop}: {curve[-1]}", file=sys.stderr, flush=True)
-    return {"seed": seed, "phase_steps": phase_steps, "wall_s": round(time.perf_counter() - t0, 1),
-            "curve": curve, "final": curve[-1], "perceptual": _perceptual_of(run)}
+    return {"seed": seed, "phase_steps": schedule(config, args.steps, args.init_fraction),
+            "wall_s": round(time.perf_counter() - t0, 1), "curve": curve, "final": curve[-1], "perceptual": _perceptual_of(run)}
 
 
 def _perceptual_of(run: Path) -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_learning import ROOT, generator_outputs, load_rgb, parse_system, schedule
+from bench_learning import ROOT, generator_outputs, load_rgb, parse_system, run_overrides
 
 
 def fid_kid(evaluator, images: torch.Tensor, target_stats) -> dict[str, float]:
@@ -44,22 +44,9 @@ def train_system(label: str, config: Path, args, data: Path) -> Path:
     from toonlab.train.trainer import train
 
     run = Path(args.work) / f"{label}-s{args.seed}"
-    phase_steps = schedule(config, args.steps, args.init_fraction)
-    scale = args.size / 256
-    overrides = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
-                 f"data.size={args.size}", f"data.batch_size={args.batch}", "data.workers=0",
-                 f"data.val_photos={data / 'test/photos'}", "data.val_count=4", f"train.seed={args.seed}",
-                 f"train.run_dir={run}", "train.progress=false", "train.tensorboard=false",
-                 f"train.log_every={max(args.steps // 10, 1)}", f"train.sample_every={args.steps}",
-                 f"train.ckpt_every={args.steps}", "train.keep_last=1", "train.device=cpu",
-                 "train.phase_steps={" + ", ".join(f"{k}: {v}" for k, v in phase_steps.items()) + "}",
-                 f"train.max_steps={args.steps}", *args.overrides]
-    if label.startswith("ctss"):  # the paper's patch length and strides scaled by size/256
-        overrides += [f"model.patch_size={round(96 * scale)}",
-                      f"model.stride_range=[{round(48 * scale)}, {round(72 * scale)}]",
-                      f"model.stride_fixed=[{round(48 * scale)}, {round(72 * scale)}]"]
+    overrides = run_overrides(label, config, data, run, args.seed, args, max(args.steps // 10, 1), args.steps)
     if not (run / "checkpoints" / "latest.safetensors").exists():
-        train(config, overrides)
+        train(config, overrides + [f"train.max_steps={args.steps}"])
     return run
 
 
