@@ -205,8 +205,8 @@ def child(args: list[str]) -> None:
     secs = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if plan is None:
-        p = t.last_plan  # streamed and tiled passes run through PyTorch whatever the backend
-        plan = f"{'pytorch' if p.streamed or p.tile else t.backend_note.split(' (')[0]}: {p.reason}"
+        p = t.last_plan  # the backend that ran the pass: streamed and tiled ones always PyTorch
+        plan = f"{'ONNX Runtime' if p.backend == 'onnxruntime' else 'pytorch'}: {p.reason}"
     np.save(ref_out, y[0].numpy())
     print(json.dumps({"seconds": secs, "peak_rss_mib": peak / 1024, "growth_mib": (peak - before) / 1024,
                       "plan": plan}))

@@ -67,3 +67,48 @@ def test_bare_onnx_file_never_tiles(ctss_file, photo, tmp_path):
     assert (y - Translator.load(ctss_file, device="cpu")(photo)).abs().max() < 1e-4
     with pytest.raises(UsageError, match="onnx"):
         Translator.load(res.path, backend="torch")
+
+
+def test_onnx_runtime_memory_is_measured_once_and_bounds_a_larger_call(ctss_file, onnx_cache, monkeypatch):
+    """ONNX Runtime's own resident memory (its arena), fitted at 128²/256² and cached beside the export, is at
+    least what a fresh session keeps resident after a 384² call, and not wildly more."""
+    import numpy as np
+
+    from toonlab.infer import backends
+
+    t = Translator.load(ctss_file, device="cpu", backend="auto")
+    model = t.ort_memory_model()
+    assert model is not None and model.per_pixel > 0
+    assert len(list(onnx_cache.glob("*-memory.json"))) == 1
+    session = t.backend._new_session()
+    before = backends._resident_bytes()
+    session.run(["output"], {"image": np.random.rand(1, 3, 384, 384).astype(np.float32)})
+    grown = backends._resident_bytes() - before
+    assert grown <= model.bytes(384, 384) <= 2.5 * grown
+    # a second load reads the cached fit: no session is built to measure it
+    cached = OrtBackend(t.backend.path)  # builds its own session: patch after it
+    monkeypatch.setattr(OrtBackend, "_new_session", lambda self: (_ for _ in ()).throw(AssertionError("measured")))
+    assert cached.measure_memory(t.size_multiple) == (model.fixed, model.per_pixel)
+
+
+def test_onnx_runtime_over_budget_streams_else_runs_untiled_through_pytorch(ctss_file, photo, monkeypatch):
+    """ONNX Runtime's own memory decides whether it runs; over the budget the image is streamed (exact, PyTorch),
+    and where the network does not stream but PyTorch's untiled pass fits, that runs — never tiles first."""
+    from toonlab.infer.tiling import MemoryModel
+
+    ref = Translator.load(ctss_file, device="cpu")
+    budget = int(ref.memory_model().bytes(128, 128))  # the 96×100 photo fits PyTorch's estimate
+    t = Translator.load(ctss_file, device="cpu", backend="auto", memory_budget=budget)
+    t._ort_memory = MemoryModel(0.0, 1.0)
+    y = t(photo)
+    assert t.last_plan.backend == "onnxruntime" and (y - ref(photo)).abs().max() < 1e-4
+    t._ort_memory = MemoryModel(0.0, 4.0 * budget / (96 * 100))
+    y = t(photo)
+    assert t.last_plan.streamed and t.last_plan.backend == "torch" and "on onnxruntime > budget" in t.last_plan.reason
+    assert (y - ref(photo)).abs().max() < 2 / 255  # fp16-stored maps
+    monkeypatch.setattr(t, "streamer", lambda: (None, "unsupported op"))
+    y = t(photo)
+    plan = t.last_plan
+    assert plan.backend == "torch" and plan.tile is None and not plan.streamed
+    assert "through PyTorch" in plan.reason and "not streamed: unsupported op" in plan.reason
+    assert torch.equal(y, ref(photo))  # the same PyTorch module, untiled

@@ -120,13 +120,15 @@ def _ort_for_checkpoint(path: Path, model: nn.Module, meta: dict, wrapper: Gener
 @dataclass(frozen=True)
 class Plan:
     """How one (B,3,H,W) call runs: untiled (``tile`` None) in chunks of ``chunk`` images, layer-streamed
-    (``streamed``, one image at a time: ``toonlab.infer.streaming``), or tiled; ``reason`` is the one line the CLI
-    prints with --verbose."""
+    (``streamed``, one image at a time: ``toonlab.infer.streaming``), or tiled; ``backend``: the name of the
+    backend that runs it ("torch" for streamed and tiled calls, and for untiled ones ONNX Runtime's memory would
+    not fit); ``reason`` is the one line the CLI prints with --verbose."""
 
     tile: int | None
     chunk: int
     reason: str
     streamed: bool = False
+    backend: str = "torch"
 
 
 Progress = Callable[[int, int, str], None]  # progress(done, total, unit) with unit "image" | "tile" | "layer"
@@ -193,9 +195,10 @@ class Translator:
         ``backend``: "torch"; "onnx" (ONNX Runtime: an ``.onnx`` source, or a checkpoint exported once into the
         cache, :func:`toonlab.infer.backends.cached_onnx`); "auto" = ONNX Runtime on CPU in float32 when it is
         installed (1.05–1.9× PyTorch for the CTSS, CartoonGAN and AnimeGAN generators, benchmarks/README.md),
-        else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written). ``memory_budget``: bytes of activations one forward pass may take (default: half the
-        available RAM, 0.8 of free GPU memory); beyond it an image is layer-streamed, or tiled where the
-        network does not stream (both through PyTorch). ``channels_last``: None = auto (on CUDA, and on CPU for
+        else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written).
+        ``memory_budget``: bytes of activations one forward pass may take (default: half the available RAM, 0.8
+        of free GPU memory); beyond it an image is layer-streamed, or tiled where the network does not stream
+        (both through PyTorch). ONNX Runtime is planned with its own measured memory (:meth:`plan`). ``channels_last``: None = auto (on CUDA, and on CPU for
         LayerNorm generators);
         ``compile``: ``torch.compile`` the untiled PyTorch forward (one compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
@@ -239,12 +242,12 @@ class Translator:
             raise ToonlabError(f"{path}: not exported by toonlab (no toonlab_model metadata)")
         post = PostProcess.for_model(json.loads(meta.get("toonlab_config", "{}")), **overrides)
         # no PyTorch twin: exact tiled statistics need one, so a bare ONNX file always runs untiled (its memory
-        # is estimated only to size batches: 2 KiB per pixel, the order of the toonlab generators' peaks)
+        # model, ONNX Runtime's own, only sizes batches)
         return cls(ort, name=meta["toonlab_model"], device=torch.device("cpu"),
                    size_multiple=int(meta.get("toonlab_size_multiple", "1")),
                    styles=tuple(json.loads(meta.get("toonlab_styles", "[]"))),
                    direction=meta.get("toonlab_direction", "photo2cartoon"), post=post, meta=meta,
-                   memory_model=tiling.MemoryModel(0.0, 2048.0), backend_note=f"onnxruntime ({path})",
+                   backend_note=f"onnxruntime ({path})",
                    min_side=8 * int(meta.get("toonlab_size_multiple", "1")), **common)
 
     @classmethod
@@ -292,9 +295,12 @@ class Translator:
 
     # --- memory and the tiling decision --------------------------------------------------------------------------
     def memory_model(self) -> tiling.MemoryModel:
-        """The measured activation peak of one forward pass: calibrated on first use, once per architecture
-        (model, config, device, dtype, memory format) in a process — activations do not depend on the weights, so
-        every load of the same network (an eval hook's exports, a server's reloads) shares one measurement."""
+        """The measured activation peak of one PyTorch forward pass: calibrated on first use, once per
+        architecture (model, config, device, dtype, memory format) in a process — activations do not depend on the
+        weights, so every load of the same network (an eval hook's exports, a server's reloads) shares one
+        measurement. A bare ONNX file (no PyTorch module): :meth:`ort_memory_model`, else 2 KiB per pixel."""
+        if self._memory_model is None and self.torch_backend is None:
+            self._memory_model = self.ort_memory_model() or tiling.MemoryModel(0.0, 2048.0)
         if self._memory_model is None:
             self._memory_model = _MEMORY_MODELS.get(self._memory_key) if self._memory_key else None
         if self._memory_model is None:
@@ -306,6 +312,16 @@ class Translator:
             if self._memory_key:
                 _MEMORY_MODELS[self._memory_key] = self._memory_model
         return self._memory_model
+
+    def ort_memory_model(self) -> tiling.MemoryModel | None:
+        """ONNX Runtime's resident memory for one image (:meth:`OrtBackend.measure_memory`, measured once per
+        file and cached), or None when the backend is not ONNX Runtime or the memory cannot be measured."""
+        if not isinstance(self.backend, OrtBackend):
+            return None
+        if getattr(self, "_ort_memory", None) is None:
+            fitted = self.backend.measure_memory(self.size_multiple)
+            self._ort_memory = tiling.MemoryModel(*fitted) if fitted else False
+        return self._ort_memory or None
 
     def bytes_per_pixel(self) -> float:
         """Activation bytes per input pixel (the slope of :meth:`memory_model`)."""
@@ -326,9 +342,10 @@ class Translator:
         return self._streamed
 
     def plan(self, height: int, width: int, batch: int = 1) -> Plan:
-        """Untiled whenever one padded image's estimated activations fit the budget (several per chunk when
-        they fit); else layer-streamed (exact, one pass's FLOPs) when the network streams and its stored maps
-        fit; else tiled — through PyTorch, whose tiles share pooled statistics."""
+        """Untiled on the translator's backend whenever one padded image's estimated memory there fits the budget
+        (several per chunk when they fit); else layer-streamed (exact, one pass's FLOPs) when the network streams
+        and its stored maps fit; else untiled through PyTorch when an ONNX Runtime backend's own memory did not
+        fit but PyTorch's does; else tiled — through PyTorch, whose tiles share pooled statistics."""
         mem, budget = self.memory_model(), self.memory_budget
         m = max(self.size_multiple, 1)
         ph, pw = max(height + (-height) % m, self.min_side), max(width + (-width) % m, self.min_side)
@@ -337,15 +354,26 @@ class Translator:
                "classic, untiled" if self.name == "classic" else
                f"{int(100 * (tiling.CUDA_BUDGET_FRACTION if self.device.type == 'cuda' else tiling.CPU_BUDGET_FRACTION))}"
                f" % of available {'GPU memory' if self.device.type == 'cuda' else 'RAM'}")
-        fits = need <= budget or (self.torch_backend is None and self.tile is None)
-        if self.tile is None and fits:
-            chunk = max(1, min(self.batch_size, batch, int((budget - mem.fixed) // max(need - mem.fixed, 1.0))))
+
+        def untiled(model: tiling.MemoryModel, backend: str, why: str = "") -> Plan:
+            one = model.bytes(ph, pw)
+            chunk = max(1, min(self.batch_size, batch, int((budget - model.fixed) // max(one - model.fixed, 1.0))))
+            return Plan(None, chunk, f"untiled {width}×{height}: ~{_mib(one)} of activations, budget "
+                                     f"{_mib(budget)} ({src}){why}", backend=backend)
+
+        name = getattr(self.backend, "name", "torch")
+        if self.tile is None and self.torch_backend is None:
             why = "" if need <= budget else "; over the budget, but a bare ONNX file cannot tile exactly"
-            return Plan(None, chunk, f"untiled {width}×{height}: ~{_mib(need)} of activations, budget "
-                                     f"{_mib(budget)} ({src}){why}")
+            return untiled(mem, name, why)
         if self.torch_backend is None:
             raise UsageError("--tile needs a PyTorch model (a checkpoint), not a bare ONNX file")
-        over = f"~{_mib(need)} of activations > budget {_mib(budget)} ({src})"
+        # an ONNX Runtime backend with a PyTorch twin is planned with its own memory (its arena: larger or
+        # smaller than PyTorch's, depending on the network), where measured
+        own = (self.ort_memory_model() if self.tile is None else None) or mem
+        if self.tile is None and own.bytes(ph, pw) <= budget:
+            return untiled(own, name)
+        over = f"~{_mib(own.bytes(ph, pw))} of activations{'' if own is mem else ' on ' + name} > budget " \
+               f"{_mib(budget)} ({src})"
         not_streamed = ""
         if self.tile is None:
             streamer, not_streamed = self.streamer()
@@ -355,6 +383,8 @@ class Translator:
                     return Plan(None, 1, f"streamed {width}×{height} layer by layer (exact image-wide statistics, "
                                          f"~{_mib(stream_need)} of stored maps): {over}", streamed=True)
                 not_streamed = f"streamed would take ~{_mib(stream_need)}"
+            if own is not mem and need <= budget:
+                return untiled(mem, "torch", f"; through PyTorch: {over}; not streamed: {not_streamed}")
             not_streamed = f"; not streamed: {not_streamed}"
         tile = self.tile or tiling.tile_for_budget(budget - mem.fixed, mem.per_pixel, m, self.overlap)
         why = "--tile" if self.tile else over + not_streamed
@@ -397,6 +427,8 @@ class Translator:
                     on_tile = (lambda d, t, _i=i: progress(d, t, "tile")) if progress else None
                     y = tiling.run_tiled(lambda t: tb(t, style_ids, eager=True), xp, plan.tile, self.overlap, m,
                                          module=tb.module, norm_stats=self.norm_stats, progress=on_tile)
+                elif plan.backend == "torch":
+                    y = self.torch_backend(xp, style_ids)
                 else:
                     y = self.backend(xp, style_ids)
                 y = tiling.crop_padding(y.float(), pads)
