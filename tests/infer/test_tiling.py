@@ -120,3 +120,20 @@ def test_budget_helpers():
     assert mem.per_pixel >= (4 * 4 + 2 * 4) * 4 and mem.fixed >= 0
     side = tiling.tile_for_budget(64 << 20, mem.per_pixel, 4, 32)
     assert side % 4 == 0 and side * side * mem.per_pixel <= 64 << 20 and (side + 8) ** 2 * mem.per_pixel > 64 << 20
+
+
+def test_group_moments_merged_over_parts_equal_the_whole():
+    """Stripes of unequal height, values with a large offset (where a float32 pooled sum of squares cancels):
+    the merged mean/variance equal var_mean over the whole map."""
+    from toonlab.infer.tiling import GroupMoments
+
+    g = torch.Generator().manual_seed(0)
+    x = 1000.0 + torch.randn(2, 6, 37, 11, generator=g)  # B=2, 3 groups of 2 channels
+    acc = GroupMoments()
+    for rows in (slice(0, 5), slice(5, 6), slice(6, 30), slice(30, 37)):
+        part = x[:, :, rows].reshape(2, 3, -1)
+        var, mean = torch.var_mean(part.double(), dim=2, unbiased=False)
+        acc.add(mean.float(), var.float(), part.shape[2])
+    var, mean = torch.var_mean(x.double().reshape(2, 3, -1), dim=2, unbiased=False)
+    got_mean, got_var = acc.mean_var()
+    assert torch.allclose(got_mean, mean, rtol=0, atol=1e-4) and torch.allclose(got_var, var, rtol=1e-4)

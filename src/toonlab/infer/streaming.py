@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from toonlab.errors import ToonlabError
+from toonlab.infer.tiling import GroupMoments
 
 # Stripe height is chosen so one stripe's float32 temporaries (the inputs fetched through the lazy chain, pads,
 # the output) stay near this size: large enough for efficient convolutions, small next to the stored maps.
@@ -79,13 +80,12 @@ _PAD_SIG = inspect.signature(F.pad)
 
 @dataclass
 class _Stats:
-    """Running per-(sample, group) count, mean and M2 (float64), merged stripe by stripe (Chan et al.)."""
+    """A norm layer's image-wide statistics, merged stripe by stripe (:class:`~toonlab.infer.tiling.GroupMoments`),
+    then folded with its affine."""
 
     groups: int
     eps: float
-    n: float = 0.0
-    mean: torch.Tensor | None = None
-    m2: torch.Tensor | None = None
+    moments: GroupMoments = field(default_factory=GroupMoments)
     channels: int = 0
     mul_bc: torch.Tensor | None = field(default=None, repr=False)  # (B,C,1,1), once complete
     bias_bc: torch.Tensor | None = field(default=None, repr=False)
@@ -97,24 +97,16 @@ class _Stats:
         # the stripe's moments from PyTorch's group-norm kernel: several times faster than var_mean on CPU
         # (its output is discarded); eps 0, so var = 1/rstd² exactly up to float32 rounding (inf → 0)
         _, mean, rstd = torch.native_group_norm(t, None, None, b, c, h * w, self.groups, 0.0)
-        k = t.numel() / (b * self.groups)
-        mean, m2 = mean.double().view(b, self.groups), rstd.double().view(b, self.groups).pow(-2) * k
-        if self.mean is None:
-            self.n, self.mean, self.m2 = k, mean, m2
-            return
-        tot = self.n + k
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (k / tot)
-        self.m2 = self.m2 + m2 + delta * delta * (self.n * k / tot)
-        self.n = tot
+        var = rstd.double().view(b, self.groups).pow(-2)
+        self.moments.add(mean.view(b, self.groups), var, t.numel() / (b * self.groups))
 
     def finish(self, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
         """Fold the statistics and the affine into (B,C,1,1) ``mul_bc``, ``bias_bc``: y = x·mul + bias."""
-        var = (self.m2 / self.n).clamp_min(0)
+        mean, var = self.moments.mean_var()
         rstd = torch.rsqrt(var + self.eps)  # (B, G)
         b, g = rstd.shape
         c = weight.numel() if weight is not None else self.channels
-        rstd, mean = rstd.repeat_interleave(c // g, 1), self.mean.repeat_interleave(c // g, 1)  # (B, C)
+        rstd, mean = rstd.repeat_interleave(c // g, 1), mean.repeat_interleave(c // g, 1)  # (B, C)
         mul = rstd * (weight.double()[None] if weight is not None else 1.0)
         add = (bias.double()[None] if bias is not None else 0.0) - mean * mul
         self.mul_bc, self.bias_bc = mul.float()[:, :, None, None], add.float()[:, :, None, None]

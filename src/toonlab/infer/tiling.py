@@ -130,24 +130,30 @@ def _norm_types() -> tuple[type, ...]:
 
 
 @dataclass
-class _Moments:
-    """Running per-(sample, group) moments pooled over tiles, weighted by pixel count."""
+class GroupMoments:
+    """Per-(sample, group) pixel count, mean and M2 in float64, merged part by part (Chan et al.'s pairwise
+    update): exact image-wide statistics of a norm layer from its tiles (here) or row stripes
+    (``toonlab.infer.streaming``), without the cancellation of a pooled sum of squares."""
 
-    count: float = 0.0
-    sum_mean: torch.Tensor | None = None  # Σ n·mean
-    sum_sq: torch.Tensor | None = None  # Σ n·(var + mean²)
+    n: float = 0.0
+    mean: torch.Tensor | None = None  # (B, G) float64
+    m2: torch.Tensor | None = None  # (B, G) float64: Σ (x − mean)²
 
-    def add(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
-        m2 = var + mean * mean
-        if self.sum_mean is None:
-            self.sum_mean, self.sum_sq = mean * n, m2 * n
-        else:
-            self.sum_mean, self.sum_sq = self.sum_mean + mean * n, self.sum_sq + m2 * n
-        self.count += n
+    def add(self, mean: torch.Tensor, var: torch.Tensor, n: float) -> None:
+        """Merge one part: its (B, G) ``mean`` and biased ``var`` over ``n`` pixels per (sample, group)."""
+        mean, m2 = mean.double(), var.double() * n
+        if self.mean is None:
+            self.n, self.mean, self.m2 = float(n), mean, m2
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.n * n / total)
+        self.n = total
 
-    def pooled(self) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = self.sum_mean / self.count
-        return mean, (self.sum_sq / self.count - mean * mean).clamp_min(0)
+    def mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, G) float64 mean and biased variance of everything added."""
+        return self.mean, (self.m2 / self.n).clamp_min(0)
 
 
 def _groups(m: nn.Module, channels: int) -> int:
@@ -161,9 +167,9 @@ def _norm_forward(m: nn.Module, x: torch.Tensor, mode: str, store: dict) -> torc
     xf = x.float().reshape(b, g, -1)
     if mode == "record":
         var, mean = torch.var_mean(xf, dim=2, unbiased=False)
-        store.setdefault(id(m), _Moments()).add(mean, var, xf.shape[2])
+        store.setdefault(id(m), GroupMoments()).add(mean, var, xf.shape[2])
     else:
-        mean, var = store[id(m)].pooled()
+        mean, var = (v.float() for v in store[id(m)].mean_var())
     # in place after the first subtraction: one activation-sized temporary, not four (peak memory of big tiles)
     y = (xf - mean[..., None]).mul_(torch.rsqrt(var[..., None] + m.eps)).reshape(b, c, *x.shape[2:])
     weight, bias = getattr(m, "weight", getattr(m, "scale", None)), getattr(m, "bias", getattr(m, "shift", None))
