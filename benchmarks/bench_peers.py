@@ -19,7 +19,9 @@ that fails (e.g. the peer's untiled 4K pass killed for memory) is recorded as ``
 - ``default``: what ``toonlab cartoonize -m CKPT`` runs: ``Translator.load(ck, backend="auto")`` (the measured
   memory plan; ONNX Runtime on CPU when installed, its export cached by a warm-up process first);
 - ``torch``: ``Translator.load(ck, backend="torch")`` (PyTorch, the same plan);
-- ``best``: the faster of ``default`` and ``torch`` in that round.
+- ``best``: the faster of ``default`` and ``torch`` in that round (the exact float32 paths);
+- ``bf16`` (with ``--bf16``): ``Translator.load(ck, backend="torch", dtype="bf16")`` — not exact (bfloat16
+  activations), reported beside the others, never counted as the best path.
 Max |difference| is between the peer's and toonlab's outputs (RGB [0,1]; toonlab without post-processing).
 Goals (issue 13): default ≥ 1.5× faster than the peer at every size; default within 1.1× of the best path.
     .venv/bin/python benchmarks/bench_peers.py [--nets animegan2 cartoongan] [--sizes 512 1024 1920x1080]
@@ -194,7 +196,8 @@ def child(args: list[str]) -> None:
     else:
         from toonlab.infer.translator import Translator
 
-        t = Translator.load(ck, device="cpu", backend="auto" if config == "default" else "torch", saturation=1.0)
+        t = Translator.load(ck, device="cpu", backend="auto" if config == "default" else "torch", saturation=1.0,
+                            dtype="bf16" if config == "bf16" else None)
         t.memory_model()  # calibration is part of loading, not of the pass
         t.translate_tensor(x[..., :64, :64])  # warm-up, as the peer's
         run = (lambda: t.translate_tensor(x))
@@ -242,6 +245,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--bf16", action="store_true", help="also time PyTorch in bfloat16 (an opt-in, not exact)")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,7 +257,7 @@ def main() -> None:
             _run("default", name, ck, peer_file, 64, 64, args.threads, tmp / "warm.npy")  # ONNX export cached
             for size in args.sizes:
                 h, w = _size(size)
-                runs: dict[str, list[dict]] = {"peer": [], "default": [], "torch": []}
+                runs: dict[str, list[dict]] = {"peer": [], "default": [], "torch": [], **({"bf16": []} if args.bf16 else {})}
                 for _ in range(args.rounds):
                     for config in runs:
                         runs[config].append(_run(config, name, ck, peer_file, h, w, args.threads,
@@ -277,7 +281,9 @@ def main() -> None:
                        "default_plan": ok["default"][-1]["plan"] if ok["default"] else None,
                        "peer_over_default": ratio(best.get("peer"), best.get("default")),
                        "default_over_best": ratio(best.get("default"), best_path),
-                       "max_diff_default_vs_peer": diff("default"), "max_diff_torch_vs_peer": diff("torch")}
+                       "max_diff_default_vs_peer": diff("default"), "max_diff_torch_vs_peer": diff("torch"),
+                       **({"peer_over_bf16": ratio(best.get("peer"), best.get("bf16")),
+                           "max_diff_bf16_vs_peer": diff("bf16")} if args.bf16 else {})}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     result = {"threads": args.threads, "rounds": args.rounds, "load_average": [round(v, 1) for v in os.getloadavg()],
