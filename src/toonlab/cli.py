@@ -268,7 +268,8 @@ _M_OPTS = dict(
                                                    "(faster; exported once per checkpoint into ~/.cache/toonlab/onnx), "
                                                    "else PyTorch.", rich_help_panel=_MODEL),
     device=typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel=_MODEL),
-    dtype=typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16 (half types on CUDA).", rich_help_panel=_MODEL),
+    dtype=typer.Option("fp32", "--dtype", help="fp32 | fp16 (CUDA) | bf16 (CUDA, or a CPU with bf16 units: 2–3× "
+                         "faster there, not exact — benchmarks/README.md).", rich_help_panel=_MODEL),
     tile=typer.Option(None, "--tile", help="Tile side in pixels (default: from the memory budget).",
                       rich_help_panel=_MODEL),
     memory_budget=typer.Option(None, "--memory-budget", help="Activation memory per forward pass in MiB; over it "
