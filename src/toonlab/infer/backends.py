@@ -139,11 +139,10 @@ class OrtBackend:
         return fitted["fixed"], fitted["per_pixel"]
 
 
-# ONNX Runtime's resident memory for one image, fitted at 128² and 256² (fresh session, 1 thread), against what a
-# 1024² and a 2048² call then kept resident (VmHWM growth): CartoonGAN 1451 B/px predicted, 1457 and 1456 measured;
-# AnimeGAN 2000 predicted, 2174 and 2435 measured (1.22× over at 2048²). The margin covers the under-prediction.
-# (PyTorch's calibrated estimates, INTRA_OP_FACTOR included, are 1166 and 3070 B/px: ONNX Runtime takes 1.25× as
-# much for CartoonGAN and 0.75× for AnimeGAN — no one factor of PyTorch's estimate describes it.)
+# ONNX Runtime's resident memory for one image, fitted at 128² and 256², against what a fresh session then kept
+# resident for a 1024² and a 2048² call (benchmarks/bench_ort_memory.py, results/ort-memory.json): the fit alone
+# was 0.84–1.00× the measurement (CTSS, AnimeGAN, CartoonGAN), so a 1.3 margin keeps it above (1.09–1.30×). No one
+# factor of PyTorch's estimate would do: ONNX Runtime takes 1.25× it for CartoonGAN and 0.8–1.0× for the others.
 ORT_MEMORY_MARGIN = 1.3
 ORT_CALIBRATION_SIDES = (128, 256)
 
