@@ -169,7 +169,8 @@ def train_and_curve(label: str, config: Path, seed: int, args, data: Path, input
         curve.append({"step": stop, **scorer(out)})
         print(f"[{label} seed {seed}] step {stop}: {curve[-1]}", file=sys.stderr, flush=True)
     return {"seed": seed, "phase_steps": schedule(config, args.steps, args.init_fraction),
-            "wall_s": round(time.perf_counter() - t0, 1), "curve": curve, "final": curve[-1], "perceptual": _perceptual_of(run)}
+            "wall_s": round(time.perf_counter() - t0, 1), "curve": curve, "final": curve[-1],
+            "perceptual": _perceptual_of(run)}
 
 
 def _perceptual_of(run: Path) -> str | None:

@@ -257,7 +257,8 @@ def main() -> None:
             _run("default", name, ck, peer_file, 64, 64, args.threads, tmp / "warm.npy")  # ONNX export cached
             for size in args.sizes:
                 h, w = _size(size)
-                runs: dict[str, list[dict]] = {"peer": [], "default": [], "torch": [], **({"bf16": []} if args.bf16 else {})}
+                configs = ["peer", "default", "torch"] + (["bf16"] if args.bf16 else [])
+                runs: dict[str, list[dict]] = {c: [] for c in configs}
                 for _ in range(args.rounds):
                     for config in runs:
                         runs[config].append(_run(config, name, ck, peer_file, h, w, args.threads,

@@ -169,6 +169,8 @@ class Translator:
         self.default_style = self.style_index(style) if style is not None else (0 if self.styles else None)
         self._memory_model = memory_model  # None: measured on first use (needs a PyTorch module)
         self._memory_key = memory_key  # architecture key under which a measured model is shared between loads
+        # ONNX Runtime's own memory model (:meth:`ort_memory_model`): None = not measured yet, False = unmeasurable
+        self._ort_memory: tiling.MemoryModel | bool | None = None
         self.last_plan: Plan | None = None
         if overlap % max(size_multiple, 1):
             self.overlap = (overlap // size_multiple + 1) * size_multiple
@@ -198,8 +200,8 @@ class Translator:
         else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written).
         ``memory_budget``: bytes of activations one forward pass may take (default: half the available RAM, 0.8
         of free GPU memory); beyond it an image is layer-streamed, or tiled where the network does not stream
-        (both through PyTorch). ONNX Runtime is planned with its own measured memory (:meth:`plan`). ``channels_last``: None = auto (on CUDA, and on CPU for
-        LayerNorm generators);
+        (both through PyTorch). ONNX Runtime is planned with its own measured memory (:meth:`plan`).
+        ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators);
         ``compile``: ``torch.compile`` the untiled PyTorch forward (one compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
                          brightness=brightness, match_luminance=match_luminance)
@@ -318,7 +320,7 @@ class Translator:
         file and cached), or None when the backend is not ONNX Runtime or the memory cannot be measured."""
         if not isinstance(self.backend, OrtBackend):
             return None
-        if getattr(self, "_ort_memory", None) is None:
+        if self._ort_memory is None:
             fitted = self.backend.measure_memory(self.size_multiple)
             self._ort_memory = tiling.MemoryModel(*fitted) if fitted else False
         return self._ort_memory or None
