@@ -17,15 +17,18 @@ interleaved (peer, default, torch, peer, …) so machine load hits all alike; th
 that fails (e.g. the peer's untiled 4K pass killed for memory) is recorded as ``<config>_error`` and the run goes on:
 - ``peer``: the peer network, its preprocessing, ``torch.no_grad()``;
 - ``default``: what ``toonlab cartoonize -m CKPT`` runs: ``Translator.load(ck, backend="auto")`` (the measured
-  memory plan; ONNX Runtime on CPU when installed, its export cached by a warm-up process first);
+  memory plan; on CPU with onnxruntime, the faster of ONNX Runtime and PyTorch as timed once per checkpoint — the
+  export and that timing are cached by a warm-up process first);
 - ``torch``: ``Translator.load(ck, backend="torch")`` (PyTorch, the same plan);
 - ``best``: the faster of ``default`` and ``torch`` in that round (the exact float32 paths);
+- ``torch_return`` (with ``--heap-ablation``): ``torch`` with ``TOONLAB_CPU_HEAP=return`` — glibc's default heap,
+  which maps and page-faults every activation map of 32 MiB or more anew (``toonlab.device.keep_freed_cpu_memory``);
 - ``bf16`` (with ``--bf16``): ``Translator.load(ck, backend="torch", dtype="bf16")`` — not exact (bfloat16
   activations), reported beside the others, never counted as the best path.
 Max |difference| is between the peer's and toonlab's outputs (RGB [0,1]; toonlab without post-processing).
 Goals (issue 13): default ≥ 1.5× faster than the peer at every size; default within 1.1× of the best path.
     .venv/bin/python benchmarks/bench_peers.py [--nets animegan2 cartoongan] [--sizes 512 1024 1920x1080]
-        [--rounds 2] [--threads 2] [--out FILE.json]
+        [--rounds 2] [--threads 2] [--heap-ablation] [--bf16] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def child(args: list[str]) -> None:
         net.load_state_dict(torch.load(peer_file, weights_only=True))
         run = (lambda: peer_forward(net, PEERS[name][1], x))
         peer_forward(net, PEERS[name][1], x[..., :64, :64])  # warm-up: kernel selection, thread pool
-        plan = "peer code"
+        plan, note = "peer code", None
     else:
         from toonlab.infer.translator import Translator
 
@@ -201,7 +204,7 @@ def child(args: list[str]) -> None:
         t.memory_model()  # calibration is part of loading, not of the pass
         t.translate_tensor(x[..., :64, :64])  # warm-up, as the peer's
         run = (lambda: t.translate_tensor(x))
-        plan = None
+        plan, note = None, t.backend_note
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     y = run()
@@ -212,14 +215,15 @@ def child(args: list[str]) -> None:
         plan = f"{'ONNX Runtime' if p.backend == 'onnxruntime' else 'pytorch'}: {p.reason}"
     np.save(ref_out, y[0].numpy())
     print(json.dumps({"seconds": secs, "peak_rss_mib": peak / 1024, "growth_mib": (peak - before) / 1024,
-                      "plan": plan}))
+                      "plan": plan, "backend": note}))
 
 
 def _run(config, name, ck, peer_file, h, w, threads, out):
     """One configuration in a fresh process: its JSON line, or {"error": why} when it failed (e.g. killed by the
     kernel for memory: the peers' code runs untiled at any size)."""
+    env = {**os.environ, **({"TOONLAB_CPU_HEAP": "return"} if config == "torch_return" else {})}
     res = subprocess.run([sys.executable, __file__, "--child", config, name, str(ck), str(peer_file), str(h), str(w),
-                          str(threads), str(out)], capture_output=True, text=True)
+                          str(threads), str(out)], capture_output=True, text=True, env=env)
     if res.returncode != 0:
         why = ("killed (signal 9: out of memory)" if res.returncode == -9 else
                (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1])
@@ -246,6 +250,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
     ap.add_argument("--bf16", action="store_true", help="also time PyTorch in bfloat16 (an opt-in, not exact)")
+    ap.add_argument("--heap-ablation", action="store_true",
+                    help="also time PyTorch with glibc's default heap (TOONLAB_CPU_HEAP=return)")
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +263,8 @@ def main() -> None:
             _run("default", name, ck, peer_file, 64, 64, args.threads, tmp / "warm.npy")  # ONNX export cached
             for size in args.sizes:
                 h, w = _size(size)
-                configs = ["peer", "default", "torch"] + (["bf16"] if args.bf16 else [])
+                configs = (["peer", "default", "torch"] + (["torch_return"] if args.heap_ablation else [])
+                           + (["bf16"] if args.bf16 else []))
                 runs: dict[str, list[dict]] = {c: [] for c in configs}
                 for _ in range(args.rounds):
                     for config in runs:
@@ -280,9 +287,12 @@ def main() -> None:
                           for c, v in ok.items()},
                        **{f"{c}_error": v[-1]["error"] for c, v in runs.items() if not ok[c]},
                        "default_plan": ok["default"][-1]["plan"] if ok["default"] else None,
+                       "default_backend": ok["default"][-1]["backend"] if ok["default"] else None,
                        "peer_over_default": ratio(best.get("peer"), best.get("default")),
                        "default_over_best": ratio(best.get("default"), best_path),
                        "max_diff_default_vs_peer": diff("default"), "max_diff_torch_vs_peer": diff("torch"),
+                       **({"torch_return_over_torch": ratio(best.get("torch_return"), best.get("torch"))}
+                          if args.heap_ablation else {}),
                        **({"peer_over_bf16": ratio(best.get("peer"), best.get("bf16")),
                            "max_diff_bf16_vs_peer": diff("bf16")} if args.bf16 else {})}
                 rows.append(row)

@@ -264,9 +264,10 @@ _M_OPTS = dict(
                                                           "chroma).", rich_help_panel=_MODEL),
     post_saturation=typer.Option(None, "--post-saturation", help="Saturation factor after the model (default: "
                                                                  "the model's, CTSS 1.4).", rich_help_panel=_MODEL),
-    backend=typer.Option("auto", "--backend", help="auto | torch | onnx. auto: ONNX Runtime on CPU when installed "
-                                                   "(faster; exported once per checkpoint into ~/.cache/toonlab/onnx), "
-                                                   "else PyTorch.", rich_help_panel=_MODEL),
+    backend=typer.Option("auto", "--backend", help="auto | torch | onnx. auto: on CPU with onnxruntime installed, "
+                                                   "whichever of ONNX Runtime and PyTorch ran faster here (timed once "
+                                                   "per checkpoint at 512²; the export is cached in "
+                                                   "~/.cache/toonlab/onnx), else PyTorch.", rich_help_panel=_MODEL),
     device=typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.", rich_help_panel=_MODEL),
     dtype=typer.Option("fp32", "--dtype", help="fp32 | fp16 (CUDA) | bf16 (CUDA, or a CPU with bf16 units: 2–3× "
                          "faster there, not exact — benchmarks/README.md).", rich_help_panel=_MODEL),

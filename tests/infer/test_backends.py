@@ -23,22 +23,73 @@ def photo(astronaut):
     return torch.from_numpy(astronaut[100:196, 90:190].copy()).permute(2, 0, 1)[None].float() / 255  # 96×100
 
 
-def test_auto_runs_onnxruntime_from_a_cached_export(ctss_file, photo, onnx_cache):
+@pytest.fixture
+def auto_picks(monkeypatch):
+    """Fix auto's timed choice (``faster_backend``) so a test sees the backend it is about."""
+    def pick(choice: str):
+        monkeypatch.setattr(translator_mod, "faster_backend",
+                            lambda *a, **k: (choice, {"onnxruntime": 1.0, "torch": 1.0}))
+    return pick
+
+
+def test_auto_runs_onnxruntime_from_a_cached_export(ctss_file, photo, onnx_cache, auto_picks):
+    auto_picks("onnxruntime")
     torch_t = Translator.load(ctss_file, device="cpu")
     auto = Translator.load(ctss_file, device="cpu", backend="auto")
     assert isinstance(auto.backend, OrtBackend) and isinstance(torch_t.backend, TorchBackend)
-    assert "exported to" in auto.backend_note and auto.backend_note.endswith(".onnx)")
+    assert auto.backend_note.startswith("onnxruntime (exported to ") and ".onnx; faster here: " in auto.backend_note
     assert (auto(photo) - torch_t(photo)).abs().max() < 1e-4
     files = list(onnx_cache.glob("*.onnx"))
     assert len(files) == 1
     again = Translator.load(ctss_file, device="cpu", backend="auto")
-    assert again.backend_note == f"onnxruntime (cached {files[0]})"
+    assert again.backend_note.startswith(f"onnxruntime (cached {files[0]}; faster here: ")
     assert list(onnx_cache.glob("*.onnx")) == files  # reused, not exported twice
 
 
-def test_onnx_tiles_run_through_pytorch_with_exact_statistics(ctss_file, photo):
+def test_faster_backend_times_both_once_and_caches_the_choice(ctss_file, onnx_cache, monkeypatch):
+    """The faster of two backends wins (one made slower by a known sleep), and the choice is cached beside the
+    export: a second call reads it without running either backend."""
+    import time
+
+    from toonlab.infer import backends
+
+    t = Translator.load(ctss_file, device="cpu", backend="onnx")
+    ort, torch_backend = t.backend, t.torch_backend
+    monkeypatch.setattr(backends, "AUTO_TIMING_SIDE", 64)
+    calls = []
+
+    def slowed(call, seconds):
+        def run(x, style=None):
+            calls.append(x.shape[-1])
+            time.sleep(seconds)
+            return call(x, style)
+        return run
+
+    slow_ort = slowed(ort, 0.6)
+    slow_ort.path = ort.path  # the cache is keyed by the ONNX file
+    choice, seconds = backends.faster_backend(slow_ort, slowed(torch_backend, 0.0), t.size_multiple)
+    assert choice == "torch" and seconds["onnxruntime"] >= 0.6 and seconds["torch"] < seconds["onnxruntime"]
+    assert calls == [128, 128, 64, 64, 64, 64]  # a warm-up each, then two alternating timed calls each
+    assert len(list(onnx_cache.glob("*-speed.json"))) == 1
+    fake_ort = slowed(ort, 0.0)
+    fake_ort.path = ort.path
+    assert backends.faster_backend(fake_ort, slowed(torch_backend, 0.6), t.size_multiple) == (choice, seconds)
+    assert len(calls) == 6  # read from the cache: neither ran
+
+
+def test_auto_takes_pytorch_where_it_was_timed_faster(ctss_file, photo, auto_picks):
+    auto_picks("torch")
+    t = Translator.load(ctss_file, device="cpu", backend="auto")
+    assert isinstance(t.backend, TorchBackend)
+    assert t.backend_note == "torch (faster here: onnxruntime 1.00 s, torch 1.00 s at 512², measured once)"
+    assert torch.equal(t(photo), Translator.load(ctss_file, device="cpu")(photo))
+
+
+def test_onnx_tiles_run_through_pytorch_with_exact_statistics(ctss_file, photo, auto_picks, monkeypatch):
     """Over the budget, the ONNX Runtime translator tiles through its PyTorch twin: the same pooled statistics,
     so it equals the PyTorch translator's tiled output — never per-tile (blocky) ONNX tiles."""
+    auto_picks("onnxruntime")
+    monkeypatch.setattr(Translator, "streamer", lambda self: (None, "tiles in this test"))
     ref = Translator.load(ctss_file, device="cpu")
     budget = int(ref.memory_model().bytes(68, 68))
     tiled_torch = Translator.load(ctss_file, device="cpu", memory_budget=budget)
@@ -69,13 +120,15 @@ def test_bare_onnx_file_never_tiles(ctss_file, photo, tmp_path):
         Translator.load(res.path, backend="torch")
 
 
-def test_onnx_runtime_memory_is_measured_once_and_bounds_a_larger_call(ctss_file, onnx_cache, monkeypatch):
+def test_onnx_runtime_memory_is_measured_once_and_bounds_a_larger_call(ctss_file, onnx_cache, monkeypatch,
+                                                                        auto_picks):
     """ONNX Runtime's own resident memory (its arena), fitted at 128²/256² and cached beside the export, is at
     least what a fresh session keeps resident after a 384² call, and not wildly more."""
     import numpy as np
 
     from toonlab.infer import backends
 
+    auto_picks("onnxruntime")
     t = Translator.load(ctss_file, device="cpu", backend="auto")
     model = t.ort_memory_model()
     assert model is not None and model.per_pixel > 0
@@ -91,13 +144,15 @@ def test_onnx_runtime_memory_is_measured_once_and_bounds_a_larger_call(ctss_file
     assert cached.measure_memory(t.size_multiple) == (model.fixed, model.per_pixel)
 
 
-def test_onnx_runtime_over_budget_streams_else_runs_untiled_through_pytorch(ctss_file, photo, monkeypatch):
+def test_onnx_runtime_over_budget_streams_else_runs_untiled_through_pytorch(ctss_file, photo, monkeypatch,
+                                                                            auto_picks):
     """ONNX Runtime's own memory decides whether it runs; over the budget the image is streamed (exact, PyTorch),
     and where the network does not stream but PyTorch's untiled pass fits, that runs — never tiles first."""
     from toonlab.infer.tiling import MemoryModel
 
     ref = Translator.load(ctss_file, device="cpu")
     budget = int(ref.memory_model().bytes(128, 128))  # the 96×100 photo fits PyTorch's estimate
+    auto_picks("onnxruntime")
     t = Translator.load(ctss_file, device="cpu", backend="auto", memory_budget=budget)
     t._ort_memory = MemoryModel(0.0, 1.0)
     y = t(photo)

@@ -147,6 +147,54 @@ ORT_MEMORY_MARGIN = 1.3
 ORT_CALIBRATION_SIDES = (128, 256)
 
 
+# The side of the square image "auto" times both backends on: a common photo size, large enough for PyTorch's
+# activation maps to pass glibc's 32 MiB mmap threshold (toonlab.device.keep_freed_cpu_memory) as real photos do.
+AUTO_TIMING_SIDE = 512
+
+
+def faster_backend(ort: OrtBackend, torch_backend: TorchBackend, multiple: int = 1,
+                   style: torch.Tensor | None = None) -> tuple[str, dict[str, float]]:
+    """``("onnxruntime" | "torch", seconds)``: which backend runs an untiled (1,3,S,S) call faster on this machine,
+    S = ``AUTO_TIMING_SIDE`` rounded to ``multiple``; ``seconds`` holds each one's best of two alternating calls
+    after a 128² warm-up. Measured once per ONNX file, runtime versions, thread count and heap setting, and
+    cached beside the export (``cache_dir()``); a read-only cache measures again next time."""
+    import time
+
+    import onnxruntime
+
+    from toonlab.device import keep_cpu_heap
+
+    heap = "keep" if keep_cpu_heap(True) else "return"  # as an untiled PyTorch pass runs
+    cache = cache_dir() / (f"{file_digest(ort.path)[:32]}-ort{onnxruntime.__version__}-torch{torch.__version__}"
+                           f"-t{torch.get_num_threads()}-{heap}-speed.json")
+    try:
+        timed = json.loads(cache.read_text())
+        return str(timed["choice"]), {k: float(v) for k, v in timed["seconds"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    side = max(AUTO_TIMING_SIDE // multiple, 1) * multiple
+    calls = {"onnxruntime": ort, "torch": torch_backend}
+    seconds = {name: float("inf") for name in calls}
+    with torch.inference_mode():
+        for name, call in calls.items():
+            call(torch.rand(1, 3, 128, 128), style)
+        x = torch.rand(1, 3, side, side)
+        for _ in range(2):
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call(x, style)
+                seconds[name] = min(seconds[name], time.perf_counter() - start)
+    choice = min(seconds, key=seconds.get)
+    from toonlab.checkpoint import atomic_write
+
+    try:
+        atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(
+            {"choice": choice, "side": side, "seconds": seconds})))
+    except ToonlabError:
+        pass
+    return choice, seconds
+
+
 def _resident_bytes() -> int | None:
     """This process's resident set in bytes (Linux /proc), or None."""
     import os

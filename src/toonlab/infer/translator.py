@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from toonlab.device import resolve_device
+from toonlab.device import (KEPT_HEAP_FACTOR, cpu_heap_tunable, keep_cpu_heap, resolve_device,
+                            trim_cpu_heap)
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.infer import streaming, tiling
-from toonlab.infer.backends import OrtBackend, TorchBackend, cached_onnx, onnx_metadata, ort_missing_reason
+from toonlab.infer.backends import (AUTO_TIMING_SIDE, OrtBackend, TorchBackend, cached_onnx, faster_backend,
+                                   onnx_metadata, ort_missing_reason)
 from toonlab.infer.postprocess import PostProcess
 
 _MEMORY_MODELS: dict[tuple, tiling.MemoryModel] = {}  # Translator.memory_model's per-architecture measurements
@@ -195,9 +197,10 @@ class Translator:
         """``source``: "classic", an export ``.safetensors``, a run dir, or an ``.onnx`` file made by
         ``toonlab export``. Post-processing arguments left at None follow the model's config.
         ``backend``: "torch"; "onnx" (ONNX Runtime: an ``.onnx`` source, or a checkpoint exported once into the
-        cache, :func:`toonlab.infer.backends.cached_onnx`); "auto" = ONNX Runtime on CPU in float32 when it is
-        installed (1.05–1.9× PyTorch for the CTSS, CartoonGAN and AnimeGAN generators, benchmarks/README.md),
-        else PyTorch; None (default) = onnx for an ``.onnx`` source, else torch (no cache written).
+        cache, :func:`toonlab.infer.backends.cached_onnx`); "auto" = on CPU in float32 with onnxruntime
+        installed, the faster of ONNX Runtime and PyTorch on this machine (timed once per checkpoint at 512²:
+        :func:`toonlab.infer.backends.faster_backend`), else PyTorch; None (default) = onnx for an ``.onnx``
+        source, else torch (no cache written).
         ``memory_budget``: bytes of activations one forward pass may take (default: half the available RAM, 0.8
         of free GPU memory); beyond it an image is layer-streamed, or tiled where the network does not stream
         (both through PyTorch). ONNX Runtime is planned with its own measured memory (:meth:`plan`).
@@ -273,6 +276,15 @@ class Translator:
         if channels_last:
             wrapper = wrapper.to(memory_format=torch.channels_last)
         torch_backend = TorchBackend(wrapper, compile=compile and ort is None, channels_last=channels_last)
+        if backend == "auto" and ort is not None:  # the faster of the two exact paths on this machine
+            choice, seconds = faster_backend(ort, torch_backend, int(getattr(model, "size_multiple", 1)),
+                                             torch.zeros(1, dtype=torch.long) if styles else None)
+            timing = (f"onnxruntime {seconds['onnxruntime']:.2f} s, torch {seconds['torch']:.2f} s "
+                      f"at {AUTO_TIMING_SIDE}², measured once")
+            if choice == "torch":
+                ort, note = None, f"torch (faster here: {timing})"
+            else:
+                note = f"{note[:-1]}; faster here: {timing})"  # inside "onnxruntime (… path)"
         post = PostProcess.for_model(json.loads(meta.get("config", "{}")), **overrides)
         return cls(ort or torch_backend, name=meta["model"], device=device, dtype=dtype,
                    size_multiple=int(getattr(model, "size_multiple", 1)), styles=styles,
@@ -300,7 +312,9 @@ class Translator:
         """The measured activation peak of one PyTorch forward pass: calibrated on first use, once per
         architecture (model, config, device, dtype, memory format) in a process — activations do not depend on the
         weights, so every load of the same network (an eval hook's exports, a server's reloads) shares one
-        measurement. A bare ONNX file (no PyTorch module): :meth:`ort_memory_model`, else 2 KiB per pixel."""
+        measurement. On CPU where untiled passes keep freed memory (:func:`toonlab.device.keep_cpu_heap`), scaled
+        by ``KEPT_HEAP_FACTOR`` for the heap's fragmentation. A bare ONNX file (no PyTorch module):
+        :meth:`ort_memory_model`, else 2 KiB per pixel."""
         if self._memory_model is None and self.torch_backend is None:
             self._memory_model = self.ort_memory_model() or tiling.MemoryModel(0.0, 2048.0)
         if self._memory_model is None:
@@ -308,9 +322,11 @@ class Translator:
         if self._memory_model is None:
             probe_style = self._style_tensor(1, None)
             tb = self.torch_backend
-            self._memory_model = tiling.measure_memory(
-                lambda x: tb(x, probe_style, eager=True), multiple=self.size_multiple, device=self.device,
-                dtype=self.dtype)
+            mem = tiling.measure_memory(lambda x: tb(x, probe_style, eager=True), multiple=self.size_multiple,
+                                        device=self.device, dtype=self.dtype)
+            if self.device.type == "cpu" and cpu_heap_tunable():  # untiled passes keep freed memory: fragmentation
+                mem = tiling.MemoryModel(KEPT_HEAP_FACTOR * mem.fixed, KEPT_HEAP_FACTOR * mem.per_pixel)
+            self._memory_model = mem
             if self._memory_key:
                 _MEMORY_MODELS[self._memory_key] = self._memory_model
         return self._memory_model
@@ -416,6 +432,9 @@ class Translator:
         out = torch.empty_like(src)
         m = max(self.size_multiple, 1)
         plan = self.last_plan = self.plan(h, w, b)
+        if self.device.type == "cpu" and self.torch_backend is not None:
+            # freed maps reused by an untiled pass; released where the plan bounds memory (toonlab.device)
+            keep_cpu_heap(plan.tile is None and not plan.streamed)
         with torch.inference_mode():
             for i in range(0, b, plan.chunk):
                 x = src[i:i + plan.chunk].to(self.device, self.dtype)
@@ -440,6 +459,7 @@ class Translator:
                 out[i:i + plan.chunk] = self.post(y.clamp(0.0, 1.0), x.float()).to(out.device)
                 if progress and plan.tile is None and not plan.streamed:
                     progress(min(i + plan.chunk, b), b, "image")
+        trim_cpu_heap()
         return out
 
     # --- any image kind ----------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import yaml
 from torch import nn
 
 from toonlab.checkpoint import atomic_write, check_model_size, remove_temp_files, save_export, strip_prefixes
-from toonlab.device import resolve_device
+from toonlab.device import keep_cpu_heap, resolve_device
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.models.base import Model, Phase, Step
 from toonlab.train import distributed as D
@@ -144,6 +144,8 @@ class Trainer:
         check_model_size(cfg.model_name, cfg.model_fields(), "model")  # before any weight is allocated
         info = D.env_info()
         self.device = resolve_device(t.device, info.local_rank, key="train.device")
+        if self.device.type == "cpu":
+            keep_cpu_heap(True)
         self.dist = D.setup(self.device)
         self.run_dir = Path(t.run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
