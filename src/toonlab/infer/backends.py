@@ -114,6 +114,9 @@ class OrtBackend:
             pass
         if _resident_bytes() is None:
             return None
+        from toonlab.device import keep_cpu_heap
+
+        keep_cpu_heap(False)  # free memory kept from PyTorch passes would absorb the growth measured here
         session = self._new_session()
         if session.get_providers()[0] != "CPUExecutionProvider":
             return None  # device memory: not in the resident set
