@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.Reflect
 x = torch.rand(1, 3, 512, 512)  # 32-channel maps of 32 MiB: over glibc's largest dynamic mmap threshold
 faults = []
 with torch.inference_mode():
-    for keep in (True,) * 5 + (False,) * 2:  # kept for five passes, then released for two
+    for keep in (True,) * 7 + (False,) * 2:  # kept for seven passes, then released for two
         keep_cpu_heap(keep)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         net(x)
@@ -38,13 +39,14 @@ def _child(**env: str) -> dict:
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a glibc setting")
 def test_freed_cpu_memory_is_reused_without_page_faults():
-    """Five passes of a net with 32 MiB maps: with glibc's default every pass maps its large maps afresh (tens of
-    thousands of 4 KiB page faults each); kept, the heap settles and the last kept passes fault next to nothing;
-    released again, the passes fault as before. The user's own glibc settings and TOONLAB_CPU_HEAP=return leave
-    glibc's default alone."""
+    """Passes of a net with 32 MiB maps: with glibc's default every pass maps its large maps afresh (tens of
+    thousands of 4 KiB page faults each); kept, the heap settles after two or three passes and then faults next to
+    nothing — most passes none, now and then one 32 MiB map (8,192 faults) lands on fresh pages, so the median
+    of the later kept passes is asserted; released again, the passes fault as before. The user's own glibc
+    settings and TOONLAB_CPU_HEAP=return leave glibc's default alone."""
     kept = _child()
-    assert kept["kept"] and max(kept["faults"][3:5]) < 1_000, kept
-    assert min(kept["faults"][5:]) > 20_000, kept  # released
+    assert kept["kept"] and statistics.median(kept["faults"][2:7]) < 1_000, kept
+    assert min(kept["faults"][7:]) > 20_000, kept  # released
     default = _child(TOONLAB_CPU_HEAP="return")
     assert not default["kept"] and min(default["faults"]) > 20_000, default
     assert not _child(MALLOC_MMAP_THRESHOLD_="1048576")["kept"]
