@@ -22,7 +22,7 @@ that fails (e.g. the peer's untiled 4K pass killed for memory) is recorded as ``
 - ``torch``: ``Translator.load(ck, backend="torch")`` (PyTorch, the same plan);
 - ``best``: the faster of ``default`` and ``torch`` in that round (the exact float32 paths);
 - ``torch_return`` (with ``--heap-ablation``): ``torch`` with ``TOONLAB_CPU_HEAP=return`` — glibc's default heap,
-  which maps and page-faults every activation map of 32 MiB or more anew (``toonlab.device.keep_freed_cpu_memory``);
+  which maps and page-faults every activation map of 32 MiB or more anew (``toonlab.device.keep_cpu_heap``);
 - ``bf16`` (with ``--bf16``): ``Translator.load(ck, backend="torch", dtype="bf16")`` — not exact (bfloat16
   activations), reported beside the others, never counted as the best path.
 Max |difference| is between the peer's and toonlab's outputs (RGB [0,1]; toonlab without post-processing).

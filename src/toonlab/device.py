@@ -60,7 +60,8 @@ def _tunable_libc():
 
 # A kept heap's peak resident set over the in-use peak the memory model is calibrated on: repeated untiled 1080p
 # passes through PyTorch (freed memory trimmed after each) reached 1.32× the estimate for CartoonGAN (1.47×
-# untrimmed), 1.01× for AnimeGAN, 0.82× for CTSS; the translator scales its CPU estimate by this where the heap is kept.
+# untrimmed), 1.01× for AnimeGAN, 0.82× for CTSS; the translator scales its CPU estimate by this where the heap is
+# kept.
 KEPT_HEAP_FACTOR = 1.5
 
 
@@ -74,8 +75,9 @@ def trim_cpu_heap() -> None:
     passes is what is live; a no-op where the heap is not kept."""
     import ctypes
 
-    if _heap_state["kept"] and _tunable_libc() is not None:
-        _tunable_libc().malloc_trim(ctypes.c_size_t(0))
+    libc = _tunable_libc()
+    if libc is not None and _heap_state["kept"]:
+        libc.malloc_trim(ctypes.c_size_t(0))
 
 
 def keep_cpu_heap(keep: bool = True) -> bool:

@@ -126,9 +126,8 @@ def test_onnx_runtime_memory_is_measured_once_and_bounds_a_larger_call(ctss_file
     least what a fresh session keeps resident after a 384² call, and not wildly more."""
     import numpy as np
 
-    from toonlab.infer import backends
-
     from toonlab.device import keep_cpu_heap
+    from toonlab.infer import backends
 
     auto_picks("onnxruntime")
     t = Translator.load(ctss_file, device="cpu", backend="auto")

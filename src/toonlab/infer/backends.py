@@ -106,11 +106,11 @@ class OrtBackend:
         measured once. None where the resident set cannot be read (no /proc) or did not grow."""
         import onnxruntime
 
-        cache = cache_dir() / f"{file_digest(self.path)[:32]}-ort{onnxruntime.__version__}-memory.json"
+        cache = cache_dir() / f"{_digest(self.path)}-ort{onnxruntime.__version__}-memory.json"
+        fitted = _read_json(cache)
         try:
-            fitted = json.loads(cache.read_text())
             return float(fitted["fixed"]), float(fitted["per_pixel"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             pass
         if _resident_bytes() is None:
             return None
@@ -133,12 +133,7 @@ class OrtBackend:
         fixed = max(0.0, resident[0] - per_pixel * s0 * s0)
         fitted = {"fixed": ORT_MEMORY_MARGIN * fixed, "per_pixel": ORT_MEMORY_MARGIN * per_pixel,
                   "sides": [s0, s1], "margin": ORT_MEMORY_MARGIN}
-        from toonlab.checkpoint import atomic_write
-
-        try:
-            atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(fitted)))
-        except ToonlabError:
-            pass  # a read-only cache: measured again next time
+        _write_json(cache, fitted)
         return fitted["fixed"], fitted["per_pixel"]
 
 
@@ -151,7 +146,7 @@ ORT_CALIBRATION_SIDES = (128, 256)
 
 
 # The side of the square image "auto" times both backends on: a common photo size, large enough for PyTorch's
-# activation maps to pass glibc's 32 MiB mmap threshold (toonlab.device.keep_freed_cpu_memory) as real photos do.
+# activation maps to pass glibc's 32 MiB mmap threshold (toonlab.device.keep_cpu_heap) as real photos do.
 AUTO_TIMING_SIDE = 512
 
 
@@ -168,12 +163,12 @@ def faster_backend(ort: OrtBackend, torch_backend: TorchBackend, multiple: int =
     from toonlab.device import keep_cpu_heap
 
     heap = "keep" if keep_cpu_heap(True) else "return"  # as an untiled PyTorch pass runs
-    cache = cache_dir() / (f"{file_digest(ort.path)[:32]}-ort{onnxruntime.__version__}-torch{torch.__version__}"
+    cache = cache_dir() / (f"{_digest(ort.path)}-ort{onnxruntime.__version__}-torch{torch.__version__}"
                            f"-t{torch.get_num_threads()}-{heap}-speed.json")
+    timed = _read_json(cache)
     try:
-        timed = json.loads(cache.read_text())
         return str(timed["choice"]), {k: float(v) for k, v in timed["seconds"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         pass
     side = max(AUTO_TIMING_SIDE // multiple, 1) * multiple
     calls = {"onnxruntime": ort, "torch": torch_backend}
@@ -188,14 +183,39 @@ def faster_backend(ort: OrtBackend, torch_backend: TorchBackend, multiple: int =
                 call(x, style)
                 seconds[name] = min(seconds[name], time.perf_counter() - start)
     choice = min(seconds, key=seconds.get)
+    _write_json(cache, {"choice": choice, "side": side, "seconds": seconds})
+    return choice, seconds
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: Path) -> str:
+    """The first 32 hex digits of the file's sha256, hashed once per file version (path, size, mtime) in a
+    process: the memory fit and the speed choice of one export are both keyed by it."""
+    st = Path(path).stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(path)[:32]
+    return _DIGESTS[key]
+
+
+def _read_json(path: Path) -> dict | None:
+    """A measurement cached beside the exports, or None when absent or unreadable (then measured again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Cache a measurement atomically; a read-only cache is skipped (measured again next time)."""
     from toonlab.checkpoint import atomic_write
 
     try:
-        atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(
-            {"choice": choice, "side": side, "seconds": seconds})))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data)))
     except ToonlabError:
         pass
-    return choice, seconds
 
 
 def _resident_bytes() -> int | None:
@@ -264,7 +284,7 @@ def cached_onnx(checkpoint: Path, wrapper: nn.Module, info: dict[str, str]) -> t
     from toonlab import __version__
     from toonlab.checkpoint import atomic_write
 
-    key = f"{file_digest(checkpoint)[:32]}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
+    key = f"{_digest(checkpoint)}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
     path = cache_dir() / f"{key}.onnx"
     if path.is_file():
         return path, True
