@@ -3,7 +3,7 @@
     python benchmarks/bench_learning.py [--systems ctss,cartoongan,...] [--seeds 0,1,2] [--steps 240]
         [--init-fraction 0.4] [--eval-every 60] [--size 64] [--batch 4] [--n 240] [--n-test 48]
         [--work runs/bench-learning] [--out benchmarks/results/learning.json] [--plot benchmarks/results/learning.png]
-        [OVERRIDE ...]
+        [--rescore] [OVERRIDE ...]
 
 SynthToon renders every test scene both as a photo and as its true cartoon, so a photo→cartoon generator can be
 scored *paired*: PSNR / SSIM of its raw output (no post-processing) against the true cartoon, and FID / KID of its
@@ -20,6 +20,12 @@ patch length and strides are the paper's scaled by size/256. A system spec may n
 ``label=configs/ablations/ctss-all-patches.yaml``. The run is cut every ``--eval-every`` steps (``--resume`` is
 bit-exact, so the segments equal one run) and its ``latest.safetensors`` scored: the learning curve. An existing
 ``--out`` at the same settings is merged into: systems and seeds already there are kept, not re-run.
+
+Each run's final export is also scored post-processed (``final_post``): ``shipped`` is what ``toonlab cartoonize``
+returns by default (the model's recipe: CTSS's +40 % saturation; absent where the recipe is the identity) and
+``keep_colors`` keeps the output's luminance with the input's chroma (``--keep-colors``), which tells the form a
+system learnt from its hue. The classic gets the same ``classic_keep_colors`` reference row. ``--rescore`` trains
+nothing and adds these scores to the runs of ``--out`` whose run dirs under ``--work`` still hold their final export.
 
 FID/KID need the FID Inception weights (the canonical file, or ``toonlab weights fetch fid-inception``); without
 them those columns are null and the JSON says why. The perceptual backbone is the recipes' ``auto`` choice (the
@@ -102,6 +108,24 @@ class Scorer:
         return scores
 
 
+def post_variants(export: Path) -> dict:
+    """The post-processed scorings of a final export besides the raw one: ``shipped`` = what ``toonlab cartoonize``
+    returns by default (the model's recipe, e.g. CTSS's +40 % saturation; left out where it is the identity) and
+    ``keep_colors`` = the output's luminance with the input's chroma (``--keep-colors``): it separates the form a
+    system learnt from its hue."""
+    from toonlab.checkpoint import read_export_metadata
+    from toonlab.infer.postprocess import PostProcess
+
+    shipped = PostProcess.for_model(json.loads(read_export_metadata(export).get("config", "{}")))
+    return ({} if shipped.is_identity else {"shipped": shipped}) | {"keep_colors": PostProcess(keep_colors=True)}
+
+
+def score_variants(export: Path, inputs: torch.Tensor, scorer: "Scorer") -> dict[str, dict]:
+    """{variant: scores} of ``export``'s outputs on ``inputs`` through each of :func:`post_variants`."""
+    raw = generator_outputs(export, inputs)
+    return {name: scorer(post(raw, inputs)) for name, post in post_variants(export).items()}
+
+
 def generator_outputs(export: Path, inputs: torch.Tensor, batch: int = 16) -> torch.Tensor:
     """Raw generator output (no post-processing) of an export on (N,3,H,W) [0,1] inputs, in [0,1]."""
     from toonlab.checkpoint import load_export
@@ -168,9 +192,33 @@ def train_and_curve(label: str, config: Path, seed: int, args, data: Path, input
         out = generator_outputs(run / "checkpoints" / "latest.safetensors", inputs)
         curve.append({"step": stop, **scorer(out)})
         print(f"[{label} seed {seed}] step {stop}: {curve[-1]}", file=sys.stderr, flush=True)
+    wall_s = round(time.perf_counter() - t0, 1)
     return {"seed": seed, "phase_steps": schedule(config, args.steps, args.init_fraction),
-            "wall_s": round(time.perf_counter() - t0, 1), "curve": curve, "final": curve[-1],
+            "wall_s": wall_s, "curve": curve, "final": curve[-1],
+            "final_post": score_variants(run / "checkpoints" / "latest.safetensors", inputs, scorer),
             "perceptual": _perceptual_of(run)}
+
+
+def rescore(result: dict, work: Path, inputs: dict, scorers: dict) -> None:
+    """Add ``final_post`` (:func:`score_variants`) to the runs of ``result`` that lack it and whose run dir under
+    ``work`` still holds the final export of the same schedule (export ``step`` and config ``phase_steps``)."""
+    import yaml
+
+    from toonlab.checkpoint import read_export_metadata
+
+    for label, entry in result["systems"].items():
+        for r in entry["runs"]:
+            run = work / f"{label}-s{r['seed']}"
+            export = run / "checkpoints" / "latest.safetensors"
+            if "final_post" in r or not export.is_file():
+                continue
+            phases = yaml.safe_load((run / "config.yaml").read_text())["train"]["phase_steps"]
+            if read_export_metadata(export).get("step") != str(result["steps"]) or phases != r["phase_steps"]:
+                continue
+            r["final_post"] = score_variants(export, inputs[entry["task"]], scorers[entry["task"]])
+            entry["summary"] = summarise(entry["runs"])
+            print(f"[{label} seed {r['seed']}] final, post-processed: {r['final_post']}", file=sys.stderr,
+                  flush=True)
 
 
 def _perceptual_of(run: Path) -> str | None:
@@ -182,12 +230,22 @@ def _perceptual_of(run: Path) -> str | None:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """The seeds, and the mean and spread (min, max) of each final metric over them."""
+    """The seeds, and the mean and spread (min, max) of each final metric over them; the same for each
+    post-processed variant (``final_post``) over the seeds that have it."""
     out: dict = {"seeds": [r["seed"] for r in rows]}
-    for key in ("psnr", "ssim", "fid", "kid"):
-        vals = [r["final"][key] for r in rows if r["final"].get(key) is not None]
-        if vals:
-            out[key] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
+    def spread(finals: list[dict]) -> dict:
+        out = {}
+        for key in ("psnr", "ssim", "fid", "kid"):
+            vals = [f[key] for f in finals if f.get(key) is not None]
+            if vals:
+                out[key] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
+        return out
+
+    out |= spread([r["final"] for r in rows])
+    variants = {v for r in rows for v in r.get("final_post", {})}
+    for v in sorted(variants):  # post-processed finals: only over the seeds that have them, named
+        have = [r for r in rows if v in r.get("final_post", {})]
+        out[v] = {"seeds": [r["seed"] for r in have]} | spread([r["final_post"][v] for r in have])
     return out
 
 
@@ -237,6 +295,9 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench-learning")
     ap.add_argument("--out", default="benchmarks/results/learning.json")
     ap.add_argument("--plot", default="benchmarks/results/learning.png")
+    ap.add_argument("--rescore", action="store_true",
+                    help="train nothing: add the post-processed final scores to --out's runs whose run dirs "
+                         "under --work still hold their final export")
     ap.add_argument("overrides", nargs="*", help="dotted overrides applied to every run (e.g. train.amp=bf16)")
     args = ap.parse_args()
     if args.steps % args.eval_every:
@@ -244,6 +305,7 @@ def main() -> None:
 
     from toonlab.data.synth import make_synthtoon
     from toonlab.infer.classic import cartoonize_classic
+    from toonlab.infer.postprocess import keep_input_colors as keep_colors
     from toonlab.models import build_model
     from toonlab.train.config import load_run_config
 
@@ -252,6 +314,7 @@ def main() -> None:
     _, cartoons = load_rgb(data / "test/cartoons")
     scorers = {"photo2cartoon": Scorer(cartoons), "cartoon2photo": Scorer(photos)}
     inputs = {"photo2cartoon": photos, "cartoon2photo": cartoons}
+    classic = torch.cat([cartoonize_classic(p[None]) for p in photos])
     result = {
         "benchmark": "learning_synthtoon", "size": args.size, "batch": args.batch, "steps": args.steps,
         "init_fraction": args.init_fraction, "train_images": args.n, "test_images": len(photos),
@@ -260,7 +323,8 @@ def main() -> None:
         "fid_weights": scorers["photo2cartoon"].weights, "fid_error": scorers["photo2cartoon"].fid_error,
         "references": {
             "photo2cartoon": {"identity": scorers["photo2cartoon"](photos),
-                              "classic": scorers["photo2cartoon"](torch.cat([cartoonize_classic(p[None]) for p in photos]))},
+                              "classic": scorers["photo2cartoon"](classic),
+                              "classic_keep_colors": scorers["photo2cartoon"](keep_colors(classic, photos))},
             "cartoon2photo": {"identity": scorers["cartoon2photo"](cartoons)},
         },
         "systems": {},
@@ -272,8 +336,12 @@ def main() -> None:
         if any(old.get(k) != result[k] for k in same):
             ap.error(f"{out_path} holds results at other settings: give another --out")
         result["systems"] = old["systems"]
+        if args.rescore:
+            result["seeds"], result["wall_s"] = old["seeds"], old.get("wall_s")
+    if args.rescore:
+        rescore(result, Path(args.work), inputs, scorers)
     t0 = time.perf_counter()
-    for spec in args.systems.split(","):
+    for spec in ([] if args.rescore else args.systems.split(",")):
         label, config = parse_system(spec)
         model_cfg = load_run_config(config).model
         model = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"})
@@ -291,7 +359,8 @@ def main() -> None:
             entry["summary"] = summarise(entry["runs"])
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
-    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    if not args.rescore:
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
     out_path.write_text(json.dumps(result, indent=1))
     if args.plot:
         plot(result, Path(args.plot))
