@@ -120,9 +120,9 @@ def post_variants(export: Path) -> dict:
     return ({} if shipped.is_identity else {"shipped": shipped}) | {"keep_colors": PostProcess(keep_colors=True)}
 
 
-def score_variants(export: Path, inputs: torch.Tensor, scorer: "Scorer") -> dict[str, dict]:
-    """{variant: scores} of ``export``'s outputs on ``inputs`` through each of :func:`post_variants`."""
-    raw = generator_outputs(export, inputs)
+def score_variants(export: Path, raw: torch.Tensor, inputs: torch.Tensor, scorer: "Scorer") -> dict[str, dict]:
+    """{variant: scores} of ``export``'s raw outputs ``raw`` (:func:`generator_outputs` on ``inputs``) through
+    each of :func:`post_variants`."""
     return {name: scorer(post(raw, inputs)) for name, post in post_variants(export).items()}
 
 
@@ -182,6 +182,7 @@ def train_and_curve(label: str, config: Path, seed: int, args, data: Path, input
     from toonlab.train.trainer import train
 
     run = Path(args.work) / f"{label}-s{seed}"
+    export = run / "checkpoints" / "latest.safetensors"
     overrides = run_overrides(label, config, data, run, seed, args, args.eval_every, args.eval_every)
     curve, t0 = [], time.perf_counter()
     for stop in range(args.eval_every, args.steps + 1, args.eval_every):
@@ -189,13 +190,12 @@ def train_and_curve(label: str, config: Path, seed: int, args, data: Path, input
             train(config, overrides + [f"train.max_steps={stop}"])
         else:
             train(None, [f"train.max_steps={stop}"], resume=run)
-        out = generator_outputs(run / "checkpoints" / "latest.safetensors", inputs)
+        out = generator_outputs(export, inputs)
         curve.append({"step": stop, **scorer(out)})
         print(f"[{label} seed {seed}] step {stop}: {curve[-1]}", file=sys.stderr, flush=True)
-    wall_s = round(time.perf_counter() - t0, 1)
     return {"seed": seed, "phase_steps": schedule(config, args.steps, args.init_fraction),
-            "wall_s": wall_s, "curve": curve, "final": curve[-1],
-            "final_post": score_variants(run / "checkpoints" / "latest.safetensors", inputs, scorer),
+            "wall_s": round(time.perf_counter() - t0, 1), "curve": curve, "final": curve[-1],
+            "final_post": score_variants(export, out, inputs, scorer),  # the last segment's outputs
             "perceptual": _perceptual_of(run)}
 
 
@@ -207,6 +207,7 @@ def rescore(result: dict, work: Path, inputs: dict, scorers: dict) -> None:
     from toonlab.checkpoint import read_export_metadata
 
     for label, entry in result["systems"].items():
+        task = entry["task"]
         for r in entry["runs"]:
             run = work / f"{label}-s{r['seed']}"
             export = run / "checkpoints" / "latest.safetensors"
@@ -215,10 +216,11 @@ def rescore(result: dict, work: Path, inputs: dict, scorers: dict) -> None:
             phases = yaml.safe_load((run / "config.yaml").read_text())["train"]["phase_steps"]
             if read_export_metadata(export).get("step") != str(result["steps"]) or phases != r["phase_steps"]:
                 continue
-            r["final_post"] = score_variants(export, inputs[entry["task"]], scorers[entry["task"]])
-            entry["summary"] = summarise(entry["runs"])
+            raw = generator_outputs(export, inputs[task])
+            r["final_post"] = score_variants(export, raw, inputs[task], scorers[task])
             print(f"[{label} seed {r['seed']}] final, post-processed: {r['final_post']}", file=sys.stderr,
                   flush=True)
+        entry["summary"] = summarise(entry["runs"])
 
 
 def _perceptual_of(run: Path) -> str | None:
@@ -232,20 +234,21 @@ def _perceptual_of(run: Path) -> str | None:
 def summarise(rows: list[dict]) -> dict:
     """The seeds, and the mean and spread (min, max) of each final metric over them; the same for each
     post-processed variant (``final_post``) over the seeds that have it."""
-    out: dict = {"seeds": [r["seed"] for r in rows]}
-    def spread(finals: list[dict]) -> dict:
-        out = {}
-        for key in ("psnr", "ssim", "fid", "kid"):
-            vals = [f[key] for f in finals if f.get(key) is not None]
-            if vals:
-                out[key] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
-        return out
-
-    out |= spread([r["final"] for r in rows])
+    out: dict = {"seeds": [r["seed"] for r in rows]} | _spread([r["final"] for r in rows])
     variants = {v for r in rows for v in r.get("final_post", {})}
     for v in sorted(variants):  # post-processed finals: only over the seeds that have them, named
         have = [r for r in rows if v in r.get("final_post", {})]
-        out[v] = {"seeds": [r["seed"] for r in have]} | spread([r["final_post"][v] for r in have])
+        out[v] = {"seeds": [r["seed"] for r in have]} | _spread([r["final_post"][v] for r in have])
+    return out
+
+
+def _spread(finals: list[dict]) -> dict:
+    """{metric: {mean, min, max}} over ``finals`` (score dicts), for each metric that has values."""
+    out = {}
+    for key in ("psnr", "ssim", "fid", "kid"):
+        vals = [f[key] for f in finals if f.get(key) is not None]
+        if vals:
+            out[key] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
     return out
 
 
@@ -305,7 +308,7 @@ def main() -> None:
 
     from toonlab.data.synth import make_synthtoon
     from toonlab.infer.classic import cartoonize_classic
-    from toonlab.infer.postprocess import keep_input_colors as keep_colors
+    from toonlab.infer.postprocess import PostProcess
     from toonlab.models import build_model
     from toonlab.train.config import load_run_config
 
@@ -324,7 +327,8 @@ def main() -> None:
         "references": {
             "photo2cartoon": {"identity": scorers["photo2cartoon"](photos),
                               "classic": scorers["photo2cartoon"](classic),
-                              "classic_keep_colors": scorers["photo2cartoon"](keep_colors(classic, photos))},
+                              "classic_keep_colors": scorers["photo2cartoon"](
+                                  PostProcess(keep_colors=True)(classic, photos))},
             "cartoon2photo": {"identity": scorers["cartoon2photo"](cartoons)},
         },
         "systems": {},
