@@ -113,7 +113,7 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
 
     if out_dir is None:
         out_dir = Path(out) if out else Path(tempfile.mkdtemp(prefix="toonlab-eval-"))
-        from toonlab.eval.experiment import translate_folder
+        from toonlab.infer.batch import translate_folder
 
         res.failed += translate_folder(model, in_dir, out_dir, device)
     res.outputs = str(out_dir)

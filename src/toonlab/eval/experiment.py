@@ -60,6 +60,7 @@ from toonlab.config import from_dict, load_yaml
 from toonlab.errors import ConfigError, MissingWeightsError, ToonlabError
 from toonlab.eval.report import (METRIC_FORMATS, ResultTable, fid_weights_note, image_grid, render_html,
                                  render_markdown, write_text)
+from toonlab.infer.batch import match_style, translate_folder
 
 FEATURE_METRICS = ("fid", "kid", "weighted_fid")
 PAIRED = ("psnr", "ssim", "edge_f1")
@@ -198,10 +199,6 @@ def _plan_row(row: RowSpec, spec: ExperimentSpec, base_dir: Path, d: DatasetSpec
     return RowPlan(model.direction, tuple(model.styles), cfg)
 
 
-def _match_style(style: str, styles: tuple[str, ...]) -> str | None:
-    return next((s for s in styles if s.casefold() == style.casefold()), None)
-
-
 def _check_row(row: RowSpec, plan: RowPlan, d: DatasetSpec) -> None:
     """One-line ConfigError for a row that cannot produce this dataset's column."""
     if plan.direction and plan.direction != d.direction:
@@ -212,7 +209,7 @@ def _check_row(row: RowSpec, plan: RowPlan, d: DatasetSpec) -> None:
         if d.style is None:
             raise ConfigError(f"row {row.name!r} is a multi-style model ({', '.join(plan.styles)}): dataset "
                               f"{d.name!r} needs style: and train_cartoons: a root with one folder per style")
-        if _match_style(d.style, plan.styles) is None:
+        if match_style(d.style, plan.styles) is None:
             raise ConfigError(f"dataset {d.name!r}: style {d.style!r} is not one of row {row.name!r}'s styles "
                               f"({', '.join(plan.styles)})")
 
@@ -292,40 +289,6 @@ def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Pat
     if not export.is_file():
         raise ToonlabError(f"training {row.name!r} on {d.name!r} finished without an export in {run_dir}")
     return export
-
-
-def translate_folder(model_ref: str, inputs: Path, out_dir: Path, device: str, *, style: str | None = None,
-                     saturation: float = 1.0, direction: str | None = None) -> list[tuple[str, str]]:
-    """Translate every image of ``inputs`` into ``out_dir`` (same relative names, PNG); returns failures.
-
-    ``style``: a multi-style model's style (matched case-insensitively). ``saturation``: the post-processing of
-    every row (1.0 = none), replacing the model's own (CTSS's +40 %) so that rows are compared alike.
-    ``direction``: the direction ``inputs`` need; a translator going the other way is a ConfigError."""
-    import torch
-
-    from toonlab.infer.translator import Translator
-    from toonlab.io import list_images, read_image, write_image
-
-    translator = Translator.load(model_ref, device=device, saturation=saturation, contrast=1.0, brightness=1.0,
-                                 keep_colors=False, match_luminance=False, strength=1.0)
-    if direction is not None and translator.direction != direction:
-        raise ConfigError(f"{model_ref}: translates {translator.direction}, but {inputs} needs {direction}")
-    style_id = None
-    if style is not None and translator.styles:
-        match = _match_style(style, translator.styles)
-        if match is None:
-            raise ConfigError(f"{model_ref}: no style {style!r} (styles: {', '.join(translator.styles)})")
-        style_id = translator.styles.index(match)
-    failed = []
-    for f in list_images([str(inputs)]):
-        try:
-            rgb = read_image(f).rgb
-            with torch.inference_mode():
-                y = translator.translate_tensor(rgb[None], style_id)[0]
-            write_image(out_dir / f.relative_to(inputs).with_suffix(".png"), y.float().cpu(), overwrite=True)
-        except ToonlabError as e:
-            failed.append((str(f), str(e)))
-    return failed
 
 
 @dataclass
