@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from toonlab import losses
+from toonlab.errors import ConfigError
 from toonlab.models import build_model
 from toonlab.models.unit import UNITEncoder, kl_unit_variance
 
@@ -97,3 +98,30 @@ def test_weight_decay_term_is_adams_weight_decay():
     for k in nets:
         for pa, pb in zip(a.networks[k].parameters(), b.networks[k].parameters()):
             torch.testing.assert_close(pa, pb, rtol=1e-6, atol=1e-8)
+
+
+def test_kl_on_the_noisy_code_is_the_authors_option():
+    """``kl_on: z`` (authors' cocogan_trainer: _compute_kl(shared), shared = μ + ε) vs the paper's KL on μ."""
+    torch.manual_seed(0)
+    batch = {"cartoon": torch.rand(2, 3, 16, 16) * 2 - 1, "photo": torch.rand(2, 3, 16, 16) * 2 - 1}
+    on_mu = build_model("unit", SMALL).train()
+    on_z = build_model("unit", {**SMALL, "kl_on": "z"}).train()
+    on_z.load_state_dict(on_mu.state_dict())
+    with torch.no_grad():
+        mu_c, mu_r = on_mu.encode(batch["cartoon"], "c"), on_mu.encode(batch["photo"], "r")
+        torch.manual_seed(5)
+        eps_c, eps_r = torch.randn_like(mu_c), torch.randn_like(mu_r)  # the first two draws of the G step
+        torch.manual_seed(5)
+        got_z = on_z.training_step("G", batch)
+        torch.manual_seed(5)
+        got_mu = on_mu.training_step("G", batch)
+    torch.testing.assert_close(got_mu["kl"], (mu_c ** 2).mean() + (mu_r ** 2).mean())
+    torch.testing.assert_close(got_z["kl"], ((mu_c + eps_c) ** 2).mean() + ((mu_r + eps_r) ** 2).mean())
+    torch.testing.assert_close(got_z["recon"], got_mu["recon"])        # only the KL's argument differs
+    assert got_z["kl_cycle"].item() > got_mu["kl_cycle"].item() + 1.0   # E[mean z²] = mean μ² + 1 per term
+    # by hand: μ = (1, 2), ε = (0.5, −1) → z = (1.5, 1), mean z² = 1.625 (vs mean μ² = 2.5)
+    mu, eps = torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0])
+    assert kl_unit_variance(mu + eps).item() == pytest.approx(1.625)
+    assert kl_unit_variance(mu).item() == pytest.approx(2.5)
+    with pytest.raises(ConfigError):
+        build_model("unit", {**SMALL, "kl_on": "sigma"})

@@ -13,6 +13,11 @@ KL with unit variance is ½‖μ‖² per sample; we take the authors' normalisa
 (``_compute_kl`` in their trainer, with which the λ above were used); the sums over both domains below equal their
 ``kl_direct_link_w·(enc_loss + enc_loss)`` on the concatenated batch. z = μ + ε, ε ~ N(0, I), in training; z = μ
 at inference (the authors' ``GaussianNoiseLayer``).
+Which code the KL sees (``kl_on``): the paper's KL(q(z|x)‖N(0, I)) is a function of μ alone (``kl_on: mu``, the
+default). The authors' NIPS-2017 code (``cocogan_trainer.py``, ``_compute_kl(shared)``) applies the same mean
+square to the *noisy* shared code z = μ + ε that leaves their ``enc_shared`` (its last layer is the
+``GaussianNoiseLayer``), for the direct and the cycle terms alike: ``kl_on: z``. In expectation that is
+mean(μ²) + 1 with the same gradient 2μ/numel; per step its gradient carries the noise 2ε/numel.
 
 Networks (authors' NIPS-2017 code, ``COCOResGen`` / ``COCODis`` with their ``exps/unit`` settings):
 - E: c7s1-64 lReLU(0.01); c3s2-128 IN ReLU; c3s2-256 IN ReLU; 3 residual blocks (c3 IN ReLU c3 IN, + x);
@@ -140,6 +145,7 @@ class UNIT(TwoWayModel):
         lambda_recon: float = ranged(100.0, ge=0)  # λ2
         lambda_kl_cycle: float = ranged(0.1, ge=0)  # λ3
         lambda_cycle: float = ranged(100.0, ge=0)  # λ4
+        kl_on: Literal["mu", "z"] = "mu"  # paper: KL of q(z|x) (a function of μ); authors' code: on the noisy z
         weight_decay: float = ranged(1e-4, ge=0)  # authors' Adam weight decay (as an L2 term; module docstring)
         adv_epochs: int = ranged(100, ge=0)
         lr_g: float = ranged(1e-4, gt=0)
@@ -204,12 +210,14 @@ class UNIT(TwoWayModel):
         x_cc, x_rr = self.decode(z_c, "c"), self.decode(z_r, "r")      # within-domain reconstructions
         x_cr, x_rc = self.decode(z_c, "r"), self.decode(z_r, "c")      # translations C→R, R→C
         mu_cr, mu_rc = self.encode(x_cr, "r"), self.encode(x_rc, "c")  # re-encoded translations
-        x_crc = self.decode(self._sample(mu_cr), "c")                  # C→R→C
-        x_rcr = self.decode(self._sample(mu_rc), "r")                  # R→C→R
+        z_cr, z_rc = self._sample(mu_cr), self._sample(mu_rc)
+        x_crc, x_rcr = self.decode(z_cr, "c"), self.decode(z_rc, "r")  # C→R→C, R→C→R
         gan = losses.g_loss(n["D_r"](x_cr), c.adv_loss) + losses.g_loss(n["D_c"](x_rc), c.adv_loss)  # L_GAN
-        kl = kl_unit_variance(mu_c) + kl_unit_variance(mu_r)                                       # L_VAE
+        # the KL's argument: μ (paper) or the noisy z the decoders saw (authors' code), module docstring
+        kc, kr, kcr, krc = (mu_c, mu_r, mu_cr, mu_rc) if c.kl_on == "mu" else (z_c, z_r, z_cr, z_rc)
+        kl = kl_unit_variance(kc) + kl_unit_variance(kr)                                           # L_VAE
         recon = losses.l1(x_cc, x_c) + losses.l1(x_rr, x_r)                                        # L_VAE
-        kl_cyc = kl_unit_variance(mu_cr) + kl_unit_variance(mu_rc)                                 # L_CC
+        kl_cyc = kl_unit_variance(kcr) + kl_unit_variance(krc)                                     # L_CC
         cyc = losses.l1(x_crc, x_c) + losses.l1(x_rcr, x_r)                                        # L_CC
         wd = self._weight_decay(self.GENERATORS)
         total = (c.lambda_gan * gan + c.lambda_kl * kl + c.lambda_recon * recon + c.lambda_kl_cycle * kl_cyc
