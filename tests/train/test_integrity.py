@@ -9,9 +9,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
+from toonlab.checkpoint import load_export
 from toonlab.errors import ToonlabError
-from toonlab.train.checkpoint import RunLock
+from toonlab.train.checkpoint import RunLock, load_state, save_state
+from toonlab.train.trainer import train
+
+from .conftest import run_config, write_yaml
 
 # -- item 1: the run dir lock ----------------------------------------------------------------------------------
 _FORK = mp.get_context("fork")
@@ -79,3 +84,42 @@ def test_a_pid_in_the_lock_file_alone_never_refuses(tmp_path, whose):
         RunLock(tmp_path).acquire()
     lock.release()
     assert not (tmp_path / RunLock.NAME).exists()
+
+
+# -- item 2: states without a checksum, states with non-finite weights -------------------------------------------
+def _rewrite(path, weight, keep_checksum):
+    """Set every weight of G's first conv to ``weight`` in the state at ``path``; without ``keep_checksum`` the
+    file is written with its metadata less ``sha256`` (a hand-edited state), else through save_state (valid)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    state = load_state(path)
+    state["networks"]["G"]["0.weight"].fill_(weight)
+    save_state(path, state)
+    if not keep_checksum:
+        with safe_open(str(path), framework="pt") as f:
+            meta = {k: v for k, v in f.metadata().items() if k != "sha256"}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        save_file(tensors, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("weight,keep_checksum,why", [(0.5, False, "no checksum"), (float("nan"), False, "no checksum"),
+                                                      (float("nan"), True, "non-finite weights in networks.G.0.weight")])
+def test_tampered_newest_state_is_refused_and_resume_falls_back(tmp_path, tiny_data, capsys, weight, keep_checksum,
+                                                                why):
+    cfg = run_config(tmp_path, tiny_data, train={"phase_steps": {"init": 2, "adv": 4}, "ckpt_every": 2,
+                                                 "max_steps": 4})
+    train(write_yaml(tmp_path / "c.yaml", cfg))
+    ck = tmp_path / "run" / "checkpoints"
+    newest = ck / "state-0000004.safetensors"
+    _rewrite(newest, weight, keep_checksum)
+    with pytest.raises(ToonlabError, match=why):
+        load_state(newest)
+    capsys.readouterr()
+    out = train(None, ["train.max_steps=null"], resume=tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "resuming from state-0000002.safetensors: state-0000004.safetensors is unusable" in err and why in err
+    assert out["step"] == 6
+    for name in ("latest", "best"):  # nothing of the rewritten state reaches the exports
+        g = load_export(ck / f"{name}.safetensors")[0].networks["G"][0].weight
+        assert bool(torch.isfinite(g).all()) and not bool((g == 0.5).all())

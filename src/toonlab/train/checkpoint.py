@@ -80,8 +80,8 @@ def save_state(path: str | Path, state: dict) -> Path:
 
 
 def load_state(path: str | Path) -> dict:
-    """Read a state written by :func:`save_state`; a missing, truncated, corrupt (checksum) or foreign file raises
-    ToonlabError."""
+    """Read a state written by :func:`save_state`; a missing, truncated, corrupt (checksum), checksum-less or
+    foreign file, or one whose network weights are not finite, raises ToonlabError."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -95,12 +95,31 @@ def load_state(path: str | Path) -> dict:
                 raise ToonlabError(f"{path}: not a toonlab training state (metadata format={meta.get('format')!r})")
             for k in f.keys():
                 tensors[k] = f.get_tensor(k)
+        if "sha256" not in meta:  # every state toonlab writes has one: a state without it was rewritten
+            raise ToonlabError(f"{path}: training state has no checksum (sha256); not trusted")
         verify_digest(path, tensors, meta, meta["state"])
-        return _unflatten(json.loads(meta["state"]), tensors)
+        state = _unflatten(json.loads(meta["state"]), tensors)
     except ToonlabError:
         raise
     except Exception as e:  # safetensors/json raise several types for truncated or foreign files
         raise ToonlabError(f"{path}: not a readable training state ({str(e).splitlines()[0]})") from None
+    for part in ("networks", "ema"):  # the trainer only saves finite weights (non-finite steps are rolled back)
+        bad = _non_finite(state.get(part) if isinstance(state, dict) else None, part)
+        if bad is not None:
+            raise ToonlabError(f"{path}: non-finite weights in {bad}; not resuming from it")
+    return state
+
+
+def _non_finite(obj: Any, where: str) -> str | None:
+    """The dotted key of the first floating tensor in ``obj`` holding NaN/inf, or None."""
+    if isinstance(obj, torch.Tensor):
+        return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            bad = _non_finite(v, f"{where}.{k}")
+            if bad is not None:
+                return bad
+    return None
 
 
 def rng_state() -> dict:
