@@ -74,3 +74,26 @@ def test_losses_are_the_authors():
     assert d["loss"].item() == pytest.approx(d["d_r"].item() + d["d_c"].item())
     assert losses.d_loss_real(torch.ones(3)).item() == 0                 # real → 1 (LSGAN)
     assert [s.name for s in m.phases()[0].steps] == ["D", "G"] and m.phases()[0].steps[0].lr == 1e-4
+
+
+def test_authors_xavier_init_reaches_the_spectral_norm_weights_and_biases_start_at_zero():
+    """Authors' weights_init('xavier'): Xavier-normal (gain √2) into weight_orig under SN, zero biases."""
+    torch.manual_seed(0)
+    m = build_model("singlegan", {"ngf": 64, "ndf": 64, "n_blocks": 1})
+    layers = [mod for k in ("G", "D_c", "D_r") for mod in m.networks[k].modules()
+              if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    assert sum(hasattr(mod, "weight_orig") for mod in layers) >= 15
+    for mod in layers:
+        w = getattr(mod, "weight_orig", mod.weight)
+        fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(w)
+        expected = 2 ** 0.5 * (2 / (fan_in + fan_out)) ** 0.5
+        if w.numel() >= 4096:  # the sample std is then within ~3 % of the true one
+            assert w.std().item() == pytest.approx(expected, rel=0.05), (mod, w.shape)
+            assert abs(w.mean().item()) < 0.1 * expected
+        if mod.bias is not None:
+            assert torch.count_nonzero(mod.bias) == 0, mod
+    # the residual conv 256→256 3×3: Xavier √2 gives 0.029, PyTorch's default (what the old code kept) 0.012
+    res = m.networks["G"].blocks[0].c1[1]
+    assert res.weight_orig.std().item() == pytest.approx(0.0295, rel=0.03)
+    d_last = m.networks["D_c"].model_1[-1][1]
+    assert d_last.bias is not None and torch.count_nonzero(d_last.bias) == 0
