@@ -3,8 +3,10 @@
 Never holds more than ``batch_size`` frames: packets are demuxed in file order; video packets are decoded and
 buffered until a batch is full, then translated and encoded at once; audio packets are remuxed unchanged (no
 re-encode, so audio quality and sync are kept). The output has the input's frame rate, size and timestamps.
-An optional temporal smoothing (``smoothing`` > 0) reduces flicker: where the *input* did not change between
-two frames, the output is an exponential moving average of the generator's outputs (moving regions untouched).
+Flicker is reduced by a ``stabilizer`` (:mod:`toonlab.infer.temporal`: the previous output warped by the input's
+optical flow and fused, occlusions and scene cuts excluded; its flow runs on the decode thread) or, simpler, by
+``smoothing`` > 0: where the *input* did not change between two frames, the output is an exponential moving
+average of the generator's outputs (moving regions untouched).
 The output is written to a temporary file beside ``dst`` and renamed when complete (atomic).
 """
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from toonlab.errors import ToonlabError, UsageError
+from toonlab.infer.temporal import Stabilizer
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 
@@ -135,13 +138,31 @@ def _even_pad(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
 
 
+def iter_frames(path: str | Path):
+    """The frames of ``path``'s first video stream in order, as (H,W,3) uint8 RGB arrays, decoded one at a time.
+    Raises ToonlabError (one line naming the file) when it cannot be opened or has no video stream."""
+    av = _av()
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as e:
+        raise ToonlabError(f"{path}: cannot open video ({str(e).splitlines()[0]})") from None
+    with container:
+        if not container.streams.video:
+            raise ToonlabError(f"{path}: no video stream")
+        for frame in container.decode(container.streams.video[0]):
+            yield frame.to_ndarray(format="rgb24")
+
+
 def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch, *, batch_size: int = 4,
-                    smoothing: float = 0.0, overwrite: bool = False, codec: str | None = None, crf: int = 18,
+                    smoothing: float = 0.0, stabilizer: Stabilizer | None = None, overwrite: bool = False,
+                    codec: str | None = None, crf: int = 18,
                     progress: Callable[[int, int | None, str], None] | None = None,
                     pipeline: bool = True) -> VideoResult:
     """Translate every frame of ``src`` into ``dst`` (container from its extension), keeping audio and frame rate.
 
-    ``translate`` maps (B,3,H,W) [0,1] RGB to the same; ``progress(done, total, "frame")`` is called after each
+    ``translate`` maps (B,3,H,W) [0,1] RGB to the same; ``stabilizer`` (reset here) fuses each output with the
+    previous one (its ``translate`` is not used; its flow is computed on the decode thread); ``smoothing`` is the
+    simpler alternative (:class:`TemporalSmoother`). ``progress(done, total, "frame")`` is called after each
     batch (``total`` None when the container does not say). ``pipeline``: decode, translate and encode in three
     threads that overlap (at most two batches queued between stages), else in turn on this thread. Frames of an
     odd width or height are encoded one replicated row / column larger (4:2:0 needs even sizes; nothing of the
@@ -149,6 +170,8 @@ def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch,
     be opened or encoded."""
     av = _av()
     src, dst = Path(src), Path(dst)
+    if stabilizer is not None and smoothing > 0:
+        raise UsageError("--smoothing and --stabilize are alternatives: choose one")
     if dst.exists() and not overwrite:
         from toonlab.io import OutputExistsError
 
@@ -158,6 +181,8 @@ def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch,
     except (av.error.FFmpegError, OSError) as e:
         raise ToonlabError(f"{src}: cannot open video ({str(e).splitlines()[0]})") from None
     smoother = TemporalSmoother(smoothing)
+    if stabilizer is not None:
+        stabilizer.reset()
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.stem}.tmp{dst.suffix}")  # keeps the extension: the muxer is chosen from it
     counts = {"frames": 0, "bad": 0}
@@ -181,7 +206,8 @@ def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch,
             aout = out.add_stream_from_template(ain) if ain is not None else None
 
             def decoded_items():
-                """File order: ("audio", packet) and ("video", [frames]) batches of ≤ batch_size."""
+                """File order: ("audio", packet) and ("video", ([frames], motions or None)) batches of ≤
+                batch_size; the stabilizer's input side runs here, overlapping translation."""
                 buffer: list = []
                 streams = [vin] + ([ain] if ain is not None else [])
                 for packet in inp.demux(*streams):
@@ -197,17 +223,23 @@ def translate_video(src: str | Path, dst: str | Path, translate: TranslateBatch,
                     for frame in frames:
                         buffer.append((frame.to_ndarray(format="rgb24"), frame.pts, frame.time_base))
                         if len(buffer) >= batch_size:
-                            yield "video", buffer
+                            yield "video", with_motion(buffer)
                             buffer = []
                 if buffer:
-                    yield "video", buffer
+                    yield "video", with_motion(buffer)
+
+            def with_motion(buffer: list) -> tuple:
+                motions = stabilizer.motion(np.stack([a for a, _, _ in buffer])) if stabilizer else None
+                return buffer, motions
 
             def translated(item):
                 kind, payload = item
                 if kind == "audio":
                     return item
+                payload, motions = payload
                 x = torch.from_numpy(np.stack([a for a, _, _ in payload])).permute(0, 3, 1, 2).float() / 255.0
-                y = _even_pad(smoother(x, translate(x).float().clamp(0, 1)))
+                y = translate(x).float().clamp(0, 1)
+                y = _even_pad(stabilizer.fuse(y, motions) if stabilizer else smoother(x, y))
                 arr = (y * 255.0 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
                 return "video", [(a, pts, tb) for a, (_, pts, tb) in zip(arr, payload)]
 
