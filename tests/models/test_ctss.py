@@ -185,3 +185,27 @@ def test_every_ablation_yaml_builds_a_model():
         cfg = from_dict(CTSSConfig, section)  # strict: a typo in a key fails here
         assert cfg != default or "k32" in f.name
     build_model("ctss", {"sampler": "all", "edge_promoting": True, "extra_losses": ["gram", "mean_std"]})
+
+
+@pytest.mark.parametrize("n,h,w,l,s,k", [(2, 64, 48, 16, 8, 5), (3, 40, 40, 16, 12, 7), (2, 32, 32, 16, 8, 40)])
+def test_sampler_cuts_only_the_chosen_windows_exactly(n, h, w, l, s, k):
+    """The K windows cut straight from the images equal top-K of all M windows, values and gradients bit for bit
+    (the sampler no longer materialises the M − K windows it throws away)."""
+    from toonlab import ops
+
+    x = (torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(s)) * 2 - 1).requires_grad_()
+    new = ctss_sample(x, k, l, s)
+    scores = ctss_patch_scores(x, l, s)
+    old = patches_to_gray(ops.topk_patches(ops.sliding_patches(x, l, s), scores, min(k, scores.shape[0])))
+    assert torch.equal(new, old)
+    g = torch.randn_like(new)
+    assert torch.equal(torch.autograd.grad(new, x, g)[0], torch.autograd.grad(old, x, g)[0])
+
+
+def test_patch_batch_is_fixed_size_over_the_paper_stride_range():
+    """Paper setting (256², batch 8, l = 96, s ~ U(48, 72)): M goes from 72 to 128 with the stride, D_patch's
+    batch stays K = 32 — static shapes for cudnn.benchmark and torch.compile."""
+    m = build_model("ctss", {"perceptual": "random"})
+    x = torch.rand(8, 3, 256, 256) * 2 - 1
+    counts = {s: m.sample_patches(x, s).shape for s in (48, 55, 64, 72)}
+    assert set(counts.values()) == {(32, 1, 96, 96)}

@@ -86,15 +86,28 @@ def ctss_sample(images: torch.Tensor, k: int, size: int, stride: int, select: Li
     ``select="ctss"``: top-K over the whole mini-batch by eq 5 (eq 6); K' = min(K, M). ``"all"``: all M patches
     (the "W/O CTSS" ablation). The patch size ``l`` is clamped to min(l, H, W) so small images give one window
     per image instead of failing (only tiny test / preview images are smaller than l = 96). Patches are cut
-    from the original images (eq 4: C ⊕ Ẽ), so gradients reach G through them."""
+    from the original images (eq 4: C ⊕ Ẽ), so gradients reach G through them. Only the K chosen windows are
+    copied: whatever the stride, every tensor after the (M,) scores has K' rows (a fixed-size batch for D_patch)."""
     size = min(size, images.shape[-2], images.shape[-1])
-    patches = ops.sliding_patches(images, size, stride)  # (M,3,l,l), eq 4
     if select == "ctss":
         scores = ctss_patch_scores(images, size, stride, **score_kw)
-        patches = ops.topk_patches(patches, scores, min(k, patches.shape[0]))  # eq 6
-    elif select != "all":
+        patches = _windows_at(images, size, stride, scores.topk(min(k, scores.shape[0])).indices)  # eqs 4, 6
+    elif select == "all":
+        patches = ops.sliding_patches(images, size, stride)  # (M,3,l,l), eq 4
+    else:
         raise ValueError(f"unknown CTSS sampler {select!r} (ctss | all)")
     return patches_to_gray(patches, gray)
+
+
+def _windows_at(images: torch.Tensor, size: int, stride: int, index: torch.Tensor) -> torch.Tensor:
+    """The windows ``index`` (K,) of :func:`ops.sliding_patches`' order (image, window row, window column) cut
+    straight from (N,C,H,W) images → (K,C,l,l), without materialising the other M − K windows."""
+    h, w = images.shape[-2:]
+    nw = (w - size) // stride + 1
+    per_image = ((h - size) // stride + 1) * nw
+    b, r = index // per_image, index % per_image
+    windows = images.unfold(2, size, stride).unfold(3, size, stride)  # (N,C,nh,nw,l,l), a view
+    return windows[b, :, r // nw, r % nw]
 
 
 # --------------------------------------------------------------------------------------------------------------
