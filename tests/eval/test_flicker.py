@@ -104,3 +104,23 @@ def test_evaluate_video_modes(tmp_path):
     short = _video(tmp_path / "short.mp4", 3)
     with pytest.raises(UsageError, match="fewer frames"):
         evaluate_video(src, outputs=short)
+
+
+def test_cli_evaluate_video(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from toonlab.cli import app
+
+    src = _video(tmp_path / "in.mp4", 5)
+    runner = CliRunner()
+    r = runner.invoke(app, ["evaluate", "--video", str(src), "-m", "classic", "--json", str(tmp_path / "f.json")])
+    assert r.exit_code == 0, r.output
+    assert "stabilized" in r.output and "lower than per-frame" in r.output
+    got = json.loads((tmp_path / "f.json").read_text())
+    assert got["frames"] == 5 and set(got["streams"]) == {"input", "per_frame", "stabilized"}
+    r = runner.invoke(app, ["evaluate", "--video", str(src), "--photos", str(tmp_path)])
+    assert r.exit_code == 2 and "--video takes" in r.output
+    r = runner.invoke(app, ["evaluate", "--video", str(tmp_path / "missing.mp4"), "--outputs", str(src)])
+    assert r.exit_code == 1 and "missing.mp4" in r.output and r.output.count("\n") <= 2, r.output

@@ -182,3 +182,20 @@ def test_translate_video_with_stabilizer(tmp_path, classic):
     assert errors["sequential"] == pytest.approx(errors["stabilized"], rel=0.05)
     with pytest.raises(UsageError, match="choose one"):
         translate_video(src, tmp_path / "x.mp4", classic.translate_tensor, smoothing=0.5, stabilizer=Stabilizer())
+
+
+def test_cli_cartoonize_stabilize(tmp_path, make_video):
+    from typer.testing import CliRunner
+
+    from toonlab.cli import app
+
+    src = make_video(tmp_path / "clip.mp4", n=5, audio=False)
+    runner = CliRunner()
+    r = runner.invoke(app, ["cartoonize", str(src), "-o", str(tmp_path / "o"), "--stabilize", "--no-progress"])
+    assert r.exit_code == 0 and "1 done" in r.output, r.output
+    assert (tmp_path / "o" / "clip.mp4").is_file()
+    r = runner.invoke(app, ["cartoonize", str(src), "-o", str(tmp_path / "p"), "--stabilize-weight", "0.5",
+                            "--smoothing", "0.5", "--no-progress"])
+    assert r.exit_code == 2 and "choose one" in r.output and r.output.count("\n") <= 2, r.output
+    r = runner.invoke(app, ["cartoonize", str(src), "-o", str(tmp_path / "p"), "--stabilize-weight", "1.5"])
+    assert r.exit_code == 2

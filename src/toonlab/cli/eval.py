@@ -30,13 +30,23 @@ def evaluate_cmd(
         cache_dir: str = typer.Option(None, "--cache-dir", help="FID stats cache (default ~/.cache/toonlab/fid)."),
         no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write cached statistics."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N (the model and Inception)."),
-        batch_size: int = typer.Option(16, "--batch-size", min=1)):
+        batch_size: int = typer.Option(16, "--batch-size", min=1),
+        video: str = typer.Option(None, "--video", help="Flicker of a video instead: with -m, its per-frame and "
+                                                        "stabilised translations; with --outputs, that translated "
+                                                        "video (warping error beside the input's; docs/video.md)."),
+        stabilize_weight: float = typer.Option(None, "--stabilize-weight", min=0.0, max=0.99,
+                                               help="With --video -m: the stabiliser's fusion weight (default: "
+                                                    "its measured default).")):
     """Score outputs: FID, KID (×10³ in the table), weighted FID, PSNR / SSIM / edge F1 (SynthToon). Without the
-    Inception weights (offline) FID/KID are noted as not computed and the rest is scored."""
+    Inception weights (offline) FID/KID are noted as not computed and the rest is scored. With --video: flicker."""
     import json
 
     from rich.console import Console
     from rich.table import Table
+
+    if video is not None:
+        _evaluate_video(video, model, outputs, stabilize_weight, device, batch_size, json_path,
+                        other=photos or cartoons or targets or reference or inputs or out)
 
     from toonlab.eval.evaluate import evaluate, parse_metrics
 
@@ -63,6 +73,38 @@ def evaluate_cmd(
 
         write_text(json_path, json.dumps(res.to_json(), indent=2) + "\n")
     raise typer.Exit(1 if res.failed else 0)
+
+
+def _evaluate_video(video, model, outputs, weight, device, batch_size, json_path, other) -> None:
+    """``evaluate --video``: a table of warping errors (and SSIM to the per-frame output), optional JSON."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from toonlab.errors import UsageError
+    from toonlab.eval.flicker import evaluate_video
+
+    if other:
+        raise UsageError("--video takes --model or --outputs (and --json, --device, --batch-size, "
+                         "--stabilize-weight), not image folders")
+    res = evaluate_video(video, model=model, outputs=outputs, weight=weight, device=device,
+                         batch_size=min(batch_size, 8))
+    table = Table(title=f"toonlab evaluate --video ({res['frames']} frames, {res['shots']} shot(s))")
+    for col in ("stream", "warping error", "× input", "SSIM to per-frame"):
+        table.add_column(col, justify="left" if col == "stream" else "right")
+    for name, row in res["streams"].items():
+        table.add_row(name, f"{row['warping_error']:.5f}", f"{row['vs_input']:.2f}",
+                      f"{row['ssim']:.4f}" if "ssim" in row else "")
+    console = Console()
+    console.print(table)
+    for name, r in res.get("reduction", {}).items():
+        console.print(f"{name}: warping error {100 * r:.1f} % lower than per-frame (weight {res['weight']})")
+    if json_path:
+        from toonlab.eval.report import write_text
+
+        write_text(json_path, json.dumps(res, indent=2) + "\n")
+    raise typer.Exit(0)
 
 
 @app.command("experiment")

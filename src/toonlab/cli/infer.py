@@ -45,6 +45,12 @@ _M_OPTS = dict(
     smoothing=typer.Option(0.0, "--smoothing", min=0.0, max=0.99, help="Video: temporal smoothing of static "
                                                                        "regions (0 = off, e.g. 0.6).",
                            rich_help_panel=_MODEL),
+    stabilize=typer.Option(False, "--stabilize/--no-stabilize", help="Video: fuse each frame with the previous "
+                                                                     "output warped by optical flow (less flicker; "
+                                                                     "docs/video.md).", rich_help_panel=_MODEL),
+    stabilize_weight=typer.Option(None, "--stabilize-weight", min=0.0, max=0.99,
+                                  help="Video: the stabiliser's fusion weight (implies --stabilize; default: the "
+                                       "measured 0.7).", rich_help_panel=_MODEL),
 )
 
 
@@ -80,9 +86,10 @@ def _load_translator(model: str | None, classic_knobs: dict | None, *, style, st
 
 def _run_translation(command: str, inputs: list[str], out: str, translator, *, suffix: str, ext: str | None,
                      overwrite: bool, quality: int, progress: bool, smoothing: float, batch_size: int,
-                     verbose: bool = False) -> None:
+                     verbose: bool = False, stabilize: float | None = None) -> None:
     """Images through infer/batch.run_batch, videos (files, or found in folders / globs) through
-    infer/video.translate_video; per-image (tiles) and per-frame progress on stderr; one summary line."""
+    infer/video.translate_video (``stabilize``: the Stabilizer's weight, None = off); per-image (tiles) and
+    per-frame progress on stderr; one summary line."""
     from pathlib import Path
 
     from toonlab.infer.batch import BatchSummary, run_batch
@@ -90,6 +97,10 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
     from toonlab.io import OutputExistsError, expand_inputs
     from toonlab.paths import InputIds, contained_relative, symlink_loop, unsafe_output
 
+    if stabilize is not None and smoothing > 0:
+        from toonlab.errors import UsageError
+
+        raise UsageError("--smoothing and --stabilize are alternatives: choose one")
     if symlink_loop(out):
         from toonlab.errors import UsageError
 
@@ -126,8 +137,14 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
             continue
         try:
             with _frame_progress(video.name, progress) as report:
+                stabilizer = None
+                if stabilize is not None:
+                    from toonlab.infer.temporal import Stabilizer
+
+                    stabilizer = Stabilizer(weight=stabilize)
                 res = translate_video(video, dst, translator.translate_tensor, batch_size=batch_size,
-                                      smoothing=smoothing, overwrite=overwrite, progress=report)
+                                      smoothing=smoothing, stabilizer=stabilizer, overwrite=overwrite,
+                                      progress=report)
             if verbose and translator.last_plan is not None:
                 typer.echo(f"{video}: {res.frames} frames at {res.frames / max(res.seconds, 1e-9):.2f} frames/s; "
                            f"{translator.last_plan.reason}", err=True)
@@ -173,6 +190,15 @@ def _frame_progress(name: str, show: bool):
     return bar_context()
 
 
+def _stabilize_weight(stabilize: bool, weight: float | None) -> float | None:
+    """The stabiliser's weight for --stabilize / --stabilize-weight, None when off."""
+    if weight is None and not stabilize:
+        return None
+    from toonlab.infer.temporal import DEFAULT_WEIGHT
+
+    return DEFAULT_WEIGHT if weight is None else weight
+
+
 @app.command("cartoonize")
 def cartoonize_cmd(
         inputs: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or glob patterns "
@@ -209,7 +235,8 @@ def cartoonize_cmd(
         backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
         tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
         batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"],
-        compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"]):
+        compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"],
+        stabilize: bool = _M_OPTS["stabilize"], stabilize_weight: float = _M_OPTS["stabilize_weight"]):
     """Cartoonize images and videos (files, folders, globs) into an output folder. Exit 0 all done, 1 some
     failed, 2 usage."""
     classic = dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations, levels=levels,
@@ -224,7 +251,7 @@ def cartoonize_cmd(
         raise UsageError(f"{model}: a cartoon → photo model ({translator.name}); use `toonlab realize`")
     _run_translation("cartoonize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
                      quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size,
-                     verbose=verbose)
+                     verbose=verbose, stabilize=_stabilize_weight(stabilize, stabilize_weight))
 
 
 @app.command("realize")
@@ -243,7 +270,8 @@ def realize_cmd(
         backend: str = _M_OPTS["backend"], device: str = _M_OPTS["device"], dtype: str = _M_OPTS["dtype"],
         tile: int = _M_OPTS["tile"], memory_budget: float = _M_OPTS["memory_budget"],
         batch_size: int = _M_OPTS["batch_size"], smoothing: float = _M_OPTS["smoothing"],
-        compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"]):
+        compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"],
+        stabilize: bool = _M_OPTS["stabilize"], stabilize_weight: float = _M_OPTS["stabilize_weight"]):
     """Turn cartoons into photo-like images (Toon2real). Exit 0 all done, 1 some failed, 2 usage."""
     translator = _load_translator(model, None, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
@@ -255,7 +283,7 @@ def realize_cmd(
         raise UsageError(f"{model}: {translator.name} translates photos to cartoons; use `toonlab cartoonize`")
     _run_translation("realize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
                      quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size,
-                     verbose=verbose)
+                     verbose=verbose, stabilize=_stabilize_weight(stabilize, stabilize_weight))
 
 
 @app.command("export")

@@ -22,6 +22,7 @@ input (small gray) and one previous output — a stream is never held whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Literal
 
 import cv2
@@ -77,11 +78,18 @@ def is_cut(prev_gray: np.ndarray, gray: np.ndarray, threshold: float = CUT_THRES
     return float(np.abs(a - b).mean()) > threshold
 
 
+@lru_cache(maxsize=4)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates (x, y), each (h,w) float32; cached (read-only) since every frame of a stream needs them."""
+    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx.flags.writeable = gy.flags.writeable = False
+    return gx, gy
+
+
 def remap(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Backward warp: ``out[y, x] = image[y + flow[y,x,1], x + flow[y,x,0]]`` (bilinear, border replicated).
     image (H,W) or (H,W,C) float32/uint8; flow (H,W,2) float32 in pixels. Returns image's shape and dtype."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = _grid(*flow.shape[:2])
     return cv2.remap(image, gx + flow[..., 0], gy + flow[..., 1], interpolation, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -121,7 +129,7 @@ def consistent(fb: np.ndarray, ff: np.ndarray) -> np.ndarray:
     ff_at = remap(ff, fb)  # forward flow where each pixel came from
     err = ((fb + ff_at) ** 2).sum(-1)
     tol = 0.01 * ((fb ** 2).sum(-1) + (ff_at ** 2).sum(-1)) + 0.5
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = _grid(h, w)
     px, py = gx + fb[..., 0], gy + fb[..., 1]
     inside = (px >= 0) & (px <= w - 1) & (py >= 0) & (py <= h - 1)
     return (err <= tol) & inside
