@@ -3,8 +3,9 @@
 Three representations of an image, each with its own objective (paper §3; PAPERS.md "Baselines"):
 - **surface** F_sf: self-guided filter, r = 5, ε = 0.2 on [-1, 1] (authors' ``train.py``: ``guided_filter(x, x,
   r=5, eps=2e-1)``), of the output and of the cartoon → discriminator D_s (LSGAN) — L_surface.
-- **structure** F_st: superpixels of the output with adaptive colouring (``ops.superpixel``) — L_structure =
-  ‖VGG(G(p)) − VGG(F_st(G(p)))‖₁.
+- **structure** F_st: superpixels of the output merged by selective search, adaptive colouring, contrast power
+  (``ops.superpixel``; ``structure: paper`` as §3.1 describes it, ``structure: code`` the authors'
+  ``selective_adacolor``) — L_structure = ‖VGG(G(p)) − VGG(F_st(G(p)))‖₁.
 - **texture** F_rcs: random colour shift to one channel, the same draw for output and cartoon → D_t — L_texture.
 - L_content = ‖VGG(G(p)) − VGG(p)‖₁ and L_tv. Total (paper §3.4):
   λ1·L_surface + λ2·L_texture + λ3·L_structure + λ4·L_content + λ5·L_tv with λ = 1, 10, 2·10³, 2·10³, 10⁴
@@ -31,8 +32,11 @@ gives these as ``train.phase_steps``; the epoch counts below are for our photo s
 Choices and gaps (ours, stated): the paper's random colour shift (§3.1) F_rcs = (1 − α)(β1·R + β2·G + β3·B) + α·Y,
 α = 0.8, β ~ U(−1, 1) is the default (``color_shift: paper``, written from the paper as we read it); the code's
 (β_r, β_g, β_b) ~ U([.199, .399], [.487, .687], [.014, .214]) normalised by their sum is ``color_shift: code``.
-Superpixels: Felzenszwalb with the authors' settings, *without* the selective-search merging down to 200 regions
-that the paper describes (not implemented); ``superpixel: slic`` is the authors' released training default.
+Superpixels: Felzenszwalb with the authors' settings (scale 10 on [-1, 1]), merged by selective search to 200
+regions, adaptively coloured, ^1.2 (``structure: paper``); ``structure: code`` reproduces the released
+``selective_adacolor`` (σ compared on [-1, 1], so always the region mean; merging stops at 200 neighbour pairs;
+^1.2 then divided by the max). ``superpixel: slic`` is the authors' released training default (``use_enhance``
+off: SLIC 200, mean colours, no merging, no power), with connected regions.
 Guided filters average over the in-image part of each window, as the TF code does (``guided_filter_tf``).
 Equation references: we had the paper's text only through secondary sources here (its PDF is not in the authors'
 mirror), so terms are cited by section, and the authors' code is the reference for every number.
@@ -224,8 +228,9 @@ class WhiteBox(Model):
         lambda_tv: float | None = None
         color_shift: Literal["paper", "code"] = "paper"
         superpixel: Literal["felzenszwalb", "slic"] = "felzenszwalb"
-        n_segments: int = ranged(200, ge=1)  # SLIC regions (authors: seg_num 200)
-        colouring: Literal["adaptive", "mean"] = "adaptive"
+        n_segments: int = ranged(200, ge=1)  # selective search's target / SLIC regions (authors: seg_num 200)
+        structure: Literal["paper", "code"] = "paper"  # F_st as §3.1 describes it / the released selective_adacolor
+        colouring: Literal["adaptive", "mean"] = "adaptive"  # "mean": region means in either variant (ablation)
         surface_radius: int = ranged(5, ge=1)  # F_sf (authors: r 5, eps 0.2)
         surface_eps: float = ranged(0.2, gt=0)
         train_filter_eps: float = ranged(1e-2, gt=0)  # photo-guided filter of G's output, r = 1 (train.py)
@@ -290,7 +295,7 @@ class WhiteBox(Model):
             gray_fake, _ = color_shift(out, cartoon, c.color_shift)
             g_texture = losses.g_loss(n["D_t"](gray_fake), "lsgan")
             with torch.no_grad():
-                sp = structure_representation(out, c.superpixel, c.n_segments, c.colouring)
+                sp = structure_representation(out, c.superpixel, c.n_segments, c.colouring, c.structure)
             structure = feature_l1(c, out, sp)
             content = feature_l1(c, out, photo)
             tv = tv_loss(out)
