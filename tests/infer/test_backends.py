@@ -139,8 +139,8 @@ def test_onnx_runtime_memory_is_measured_once_and_bounds_a_larger_call(ctss_file
     assert model is not None and model.per_pixel > 0
     assert len(list(onnx_cache.glob("*-memory.json"))) == 1
     # What a 384² call keeps resident, measured in a fresh process: in this one, memory that earlier tests freed
-    # can absorb part of the growth (once, under load: 148 MB in-process where a fresh process grows by 258 MB), which made
-    # the upper bound flaky.
+    # can absorb part of the growth (once, under load: 148 MB in-process where a fresh process grows by 258 MB),
+    # which made the upper bound flaky.
     measure = ("import sys, numpy as np; from toonlab.infer.backends import OrtBackend, _resident_bytes; "
                "s = OrtBackend(sys.argv[1])._new_session(); b = _resident_bytes(); "
                "s.run(['output'], {'image': np.random.rand(1, 3, 384, 384).astype(np.float32)}); "
