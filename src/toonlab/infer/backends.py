@@ -14,6 +14,8 @@ one way: translator, export → backends).
 from __future__ import annotations
 
 import json
+import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -26,6 +28,9 @@ from toonlab.errors import ToonlabError, UsageError
 from toonlab.paths import cache_root, file_digest
 
 ONNX_OPSET = 17
+# the ONNX property that ties a cached export to its checkpoint: the first 32 hex digits of the checkpoint's sha256,
+# as in the cache key
+CHECKPOINT_DIGEST_KEY = "toonlab_checkpoint_sha256"
 
 
 class TorchBackend:
@@ -109,9 +114,11 @@ class OrtBackend:
         cache = cache_dir() / f"{_digest(self.path)}-ort{onnxruntime.__version__}-memory.json"
         fitted = _read_json(cache)
         try:
-            return float(fitted["fixed"]), float(fitted["per_pixel"])
+            fixed, per_pixel = float(fitted["fixed"]), float(fitted["per_pixel"])
+            if all(math.isfinite(v) and v >= 0 for v in (fixed, per_pixel)):
+                return fixed, per_pixel
         except (KeyError, TypeError, ValueError):
-            pass
+            pass  # absent or malformed: measured again and rewritten
         if _resident_bytes() is None:
             return None
         from toonlab.device import keep_cpu_heap
@@ -167,9 +174,11 @@ def faster_backend(ort: OrtBackend, torch_backend: TorchBackend, multiple: int =
                            f"-t{torch.get_num_threads()}-{heap}-speed.json")
     timed = _read_json(cache)
     try:
-        return str(timed["choice"]), {k: float(v) for k, v in timed["seconds"].items()}
-    except (KeyError, TypeError, ValueError, AttributeError):
-        pass
+        seconds = {name: float(timed["seconds"][name]) for name in ("onnxruntime", "torch")}
+        if timed["choice"] in seconds and all(math.isfinite(v) and v >= 0 for v in seconds.values()):
+            return timed["choice"], seconds
+    except (KeyError, TypeError, ValueError):
+        pass  # absent or malformed: timed again and rewritten
     side = max(AUTO_TIMING_SIDE // multiple, 1) * multiple
     calls = {"onnxruntime": ort, "torch": torch_backend}
     seconds = {name: float("inf") for name in calls}
@@ -275,19 +284,30 @@ def cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def cached_onnx(checkpoint: Path, wrapper: nn.Module, info: dict[str, str]) -> tuple[Path, bool]:
-    """The ONNX export of ``checkpoint`` from the cache, written on first use; returns ``(path, was_cached)``.
-    Key: the checkpoint file's sha256 + the onnxruntime, torch and toonlab versions (a new exporter or runtime
-    gets a fresh file). ``wrapper`` must be the checkpoint's GeneratorWrapper in float32 on CPU."""
+def cached_onnx(checkpoint: Path, wrapper: nn.Module, info: dict[str, str]) -> tuple[OrtBackend, bool]:
+    """ONNX Runtime on the export of ``checkpoint`` from the cache, written on first use; returns
+    ``(backend, was_cached)``. Key: the checkpoint file's sha256 + the onnxruntime, torch and toonlab versions (a
+    new exporter or runtime gets a fresh file). The file also carries the checkpoint's digest
+    (``toonlab_checkpoint_sha256``), checked before use: a cached file that is not this checkpoint's export
+    (another model's copied over it, a foreign or unreadable file) is exported again. ``wrapper`` must be the
+    checkpoint's GeneratorWrapper in float32 on CPU."""
     import onnxruntime
 
     from toonlab import __version__
     from toonlab.checkpoint import atomic_write
 
-    key = f"{_digest(checkpoint)}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
+    digest = _digest(checkpoint)
+    key = f"{digest}-ort{onnxruntime.__version__}-torch{torch.__version__}-tl{__version__}"
     path = cache_dir() / f"{key}.onnx"
     if path.is_file():
-        return path, True
+        try:
+            ort = OrtBackend(path)
+        except ToonlabError:
+            ort = None
+        if ort is not None and ort.metadata.get(CHECKPOINT_DIGEST_KEY) == digest:
+            return ort, True
+        print(f"note: the cached ONNX file {path} is not the export of {checkpoint}; exporting it again",
+              file=sys.stderr)
     example = trace_example(wrapper, int(info.get("toonlab_size_multiple", "1")))
-    atomic_write(path, lambda tmp: write_onnx(wrapper, example, tmp, info))
-    return path, False
+    atomic_write(path, lambda tmp: write_onnx(wrapper, example, tmp, {**info, CHECKPOINT_DIGEST_KEY: digest}))
+    return OrtBackend(path), False

@@ -115,8 +115,8 @@ def _ort_for_checkpoint(path: Path, model: nn.Module, meta: dict, wrapper: Gener
             return None, f"torch ({reason})"
     elif ort_missing_reason():
         raise UsageError("the onnx backend needs onnxruntime: pip install 'toonlab[onnx]'")
-    onnx_path, cached = cached_onnx(path, wrapper, onnx_metadata(model, meta))
-    return OrtBackend(onnx_path), f"onnxruntime ({'cached' if cached else 'exported to'} {onnx_path})"
+    ort, cached = cached_onnx(path, wrapper, onnx_metadata(model, meta))
+    return ort, f"onnxruntime ({'cached' if cached else 'exported to'} {ort.path})"
 
 
 @dataclass(frozen=True)
