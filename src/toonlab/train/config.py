@@ -66,6 +66,12 @@ class TrainConfig:
     progress: bool = True  # rich progress bar (rank 0)
     tensorboard: bool = True  # scalars + sample grids when tensorboard is installed
     deterministic: bool = False  # torch.use_deterministic_algorithms (exact resume on GPU needs it)
+    # speed (docs/performance.md): profile N steps after one warm-up step into RUN/profile/ (0 = off); compile each
+    # network with torch.compile; channels_last memory format for networks and batches (CPU: not bit-equal to the
+    # default layout, so a run keeps the setting it started with)
+    profile: int = ranged(0, ge=0)
+    compile: bool = False
+    channels_last: bool = False
     sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN
     ddp_find_unused: bool = False  # DDP find_unused_parameters, for models whose Steps leave parameters unused
     # eval hook (toonlab.train.eval_hook): score the generator on a held-out set every eval_every epochs (0 = off)
@@ -77,6 +83,7 @@ class TrainConfig:
         default_factory=lambda: ["fid", "kid", "psnr", "ssim"])
     eval_input_weight: float | None = ranged(None, ge=0, le=1)  # weighted FID's share of FID(out, inputs) (0.2)
     eval_fid_weights: str | None = None  # Inception file; null = $TORCH_HOME/hub/checkpoints
+    eval_batch: int = ranged(8, ge=1)  # held-out images translated per forward pass
 
 
 @dataclass

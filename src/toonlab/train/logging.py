@@ -80,8 +80,12 @@ class RunLogger:
         if self.enabled and self._tb is not None:
             self._tb.add_image(tag, grid.clamp(0, 1), step)
 
-    def progress(self, step: int, phase: str, losses: dict[str, float]) -> None:
+    def progress(self, step: int, phase: str, losses: dict[str, float] | None = None) -> None:
+        """Move the bar to ``step``; ``losses`` (read every log_every steps) replace the ones it shows."""
         if self.enabled and self._bar is not None:
+            if losses is None:
+                self._bar.update(self._task, completed=step, phase=phase)
+                return
             text = "  ".join(f"{k}={v:.4g}" for k, v in list(losses.items())[:6])
             self._bar.update(self._task, completed=step, phase=phase, losses=text)
 

@@ -60,7 +60,8 @@ EXPORT_GLOB = "export-*.safetensors"
 # where to run, or, for phase_steps, close a phase early as documented); anything else is refused.
 RESUME_SAFE = {"train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every", "train.ckpt_every",
                "train.keep_last", "train.progress", "train.tensorboard", "train.phase_steps", "train.nan_strikes",
-               "train.max_restores", "train.device", "data.workers", "data.val_photos", "data.val_count"}
+               "train.max_restores", "train.device", "train.profile", "train.eval_batch", "data.workers",
+               "data.val_photos", "data.val_count"}
 
 
 class TrainingAborted(KeyboardInterrupt):
@@ -158,6 +159,8 @@ class Trainer:
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":  # shapes are static (fixed crops, fixed CTSS patch batch): autotune once
+            torch.backends.cudnn.benchmark = True
 
         if "perceptual" in cfg.model:  # resolved once, here: config.yaml and every checkpoint record the backbone,
             #                            and a resumed run keeps it (or stops in one line if it is missing)
@@ -197,6 +200,9 @@ class Trainer:
         self.window: dict[str, list[float]] = {}  # best_metric values since the last scheduled checkpoint
         self.log_sums: dict[str, float] = {}  # logged values since the last metrics line, and their counts
         self.log_counts: dict[str, int] = {}
+        # per step taken since the last read: "<Step>/<loss>" -> its micro-batches' detached losses, still on the
+        # device (read in one transfer by _drain_logs every log_every steps and before a checkpoint)
+        self._pending_logs: list[dict[str, list[torch.Tensor]]] = []
         self.metrics_lines = 0  # lines of metrics.jsonl that belong to the steps done
         self.phase_name: str | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -221,6 +227,9 @@ class Trainer:
             elif init_from is not None:
                 self._init_from(init_from)
             self.model.to(self.device)
+            if t.channels_last:
+                for net in self.model.networks.values():
+                    net.to(memory_format=torch.channels_last)
             if self.dist.enabled:
                 D.wrap_networks(self.model.networks, self.device, t.sync_bn, t.ddp_find_unused)
             if t.ema is not None:
@@ -229,6 +238,9 @@ class Trainer:
                     self.ema = copy.deepcopy(live).eval().requires_grad_(False)
                     self._ema_pairs = list(zip(self.ema.parameters(), live.parameters()))
                     self._ema_buffers = list(zip(self.ema.buffers(), live.buffers()))
+            if t.compile:  # in place, after the EMA copy is taken: state-dict keys and DDP wrapping stay as they are
+                for net in self.model.networks.values():
+                    D.bare(net).compile()
             if state is not None:
                 self._load_state(state)
                 if self.dist.is_main:
@@ -390,7 +402,10 @@ class Trainer:
         self.optimizers, self.scalers = {}, {}
         for st in phase.steps:
             key = f"{phase.name}.{st.name}"
-            self.optimizers[key] = torch.optim.Adam(self._params(st), lr=st.lr, betas=tuple(st.betas))
+            # CUDA: one fused kernel per optimiser step; CPU keeps the per-tensor loop (foreach is bit-equal on
+            # CPU but no faster there, fused is not bit-equal)
+            fast = {"fused": True} if self.device.type == "cuda" else {}
+            self.optimizers[key] = torch.optim.Adam(self._params(st), lr=st.lr, betas=tuple(st.betas), **fast)
             if self.amp == "fp16":
                 self.scalers[key] = torch.amp.GradScaler("cuda")
 
@@ -433,6 +448,12 @@ class Trainer:
             eval_hook = EvalHook(self.cfg)
         else:
             eval_hook = None
+        profiler = None
+        if t.profile and self.dist.is_main:  # where a step's time goes (train/profile.py)
+            from toonlab.train.profile import StepProfiler
+
+            profiler = StepProfiler(self.run_dir / "profile", t.profile, self.device)
+        region = profiler.region if profiler is not None else (lambda name: contextlib.nullcontext())
         self.model.train()
         good = self._snapshot()
         last_log = time.perf_counter()
@@ -452,9 +473,11 @@ class Trainer:
                 if self.epoch != epoch_told and hasattr(self.model, "set_epoch"):
                     self.model.set_epoch(self.epoch)
                 epoch_told = self.epoch
-                micro = [self._to_device(next(it)) for _ in range(t.grad_accum)]
+                with region("data"):
+                    micro = [self._to_device(next(it)) for _ in range(t.grad_accum)]
                 self.position += self.images_per_step
-                logs = self._train_step(span, micro)
+                with region("step"):
+                    self._pending_logs.append(self._train_step(span, micro))
                 if self.strikes >= t.nan_strikes:
                     self.restores += 1
                     if self.restores > t.max_restores:
@@ -465,16 +488,12 @@ class Trainer:
                     self.logger.log({"step": self.step, "event": "restored_last_good_state"})
                 self.step += 1
                 steps_timed += 1
-                for k, v in logs.items():
-                    self.log_sums[k] = self.log_sums.get(k, 0.0) + v
-                    self.log_counts[k] = self.log_counts.get(k, 0) + 1
-                if t.best_metric in logs:
-                    self.window.setdefault(t.best_metric, []).append(logs[t.best_metric])
-                self.logger.progress(self.step, span.phase.name, logs)
+                self.logger.progress(self.step, span.phase.name)
                 out_of_time = deadline is not None and not D.all_true(time.monotonic() < deadline, self.device)
                 signalled = not D.all_true(self._signal is None, self.device)  # every rank stops at the same step
                 final = self.step == self.total_steps
                 if self.step % t.log_every == 0 or final:
+                    self.logger.progress(self.step, span.phase.name, self._drain_logs())
                     now = time.perf_counter()
                     rec = {"step": self.step, "epoch": self.epoch, "phase": span.phase.name,
                            **{k: self.log_sums[k] / self.log_counts[k] for k in self.log_sums},
@@ -491,12 +510,16 @@ class Trainer:
                 if scheduled or signalled or out_of_time or self.step == self.stop_step:
                     self._checkpoint(scheduled)
                     good = self._snapshot()
+                if profiler is not None:
+                    profiler.step()
                 if signalled:
                     interrupted = signal.Signals(self._signal or signal.SIGTERM).name
                     break
                 if out_of_time:
                     break
         finally:
+            if profiler is not None:
+                profiler.close()
             self._restore_signals(previous)
             self.logger.close()
             self.lock.release()
@@ -537,19 +560,22 @@ class Trainer:
             signal.signal(s, h)
 
     def _to_device(self, batch: dict) -> dict:
-        self.skipped_images += int(batch.pop("_skipped").sum())
-        nb = self.device.type == "cuda"
-        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+        self.skipped_images += sum(batch.pop("_skipped").tolist())  # a host tensor: no device sync
+        nb = self.device.type == "cuda"  # the loader pins host memory on CUDA: the copies overlap the step
+        fmt = torch.channels_last if self.cfg.train.channels_last else torch.preserve_format
+        return {k: v.to(self.device, non_blocking=nb, memory_format=fmt if v.ndim == 4 else torch.preserve_format)
+                for k, v in batch.items()}
 
     def _autocast(self):
         if self.amp == "none":
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
-    def _train_step(self, span: PhaseSpan, micro: list[dict]) -> dict[str, float]:
-        """Every Step of the phase on the same micro-batches; returns the logged scalars ``"<Step>/<loss>"``."""
+    def _train_step(self, span: PhaseSpan, micro: list[dict]) -> dict[str, list[torch.Tensor]]:
+        """Every Step of the phase on the same micro-batches; returns the losses to log, ``"<Step>/<loss>"`` → one
+        detached 0-d tensor per micro-batch, left on the device (read later by ``_drain_logs``)."""
         t = self.cfg.train
-        logs: dict[str, float] = {}
+        logs: dict[str, list[torch.Tensor]] = {}
         for st in span.phase.steps:
             key = f"{span.phase.name}.{st.name}"
             opt, scaler = self.optimizers[key], self.scalers.get(key)
@@ -559,7 +585,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             nets = [self.model.networks[n] for n in st.networks]
             finite = True
-            step_logs: dict[str, float] = {}
+            step_logs: dict[str, list[torch.Tensor]] = {}
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if i == len(micro) - 1 else D.no_sync(nets)
                 with sync:
@@ -572,7 +598,7 @@ class Trainer:
                     loss = loss.float() / len(micro)
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 for k, v in losses.items():
-                    step_logs[f"{st.name}/{k}"] = step_logs.get(f"{st.name}/{k}", 0.0) + float(v.detach()) / len(micro)
+                    step_logs.setdefault(f"{st.name}/{k}", []).append(v.detach())
             if not finite:
                 opt.zero_grad(set_to_none=True)
                 self.strikes += 1
@@ -588,6 +614,25 @@ class Trainer:
         if self.ema is not None:
             self._ema_update(t.ema)
         return logs
+
+    def _drain_logs(self) -> dict[str, float]:
+        """Read the pending losses (one device → host transfer) into the log sums and the ``best_metric`` window,
+        with the float arithmetic of a per-step read (metrics.jsonl is unchanged); returns the newest step's."""
+        pending, self._pending_logs = self._pending_logs, []
+        flat = [v.float() for logs in pending for vs in logs.values() for v in vs]
+        values = iter(torch.stack(flat).tolist() if flat else [])
+        last: dict[str, float] = {}
+        for logs in pending:
+            last = {}
+            for k, vs in logs.items():
+                last[k] = 0.0
+                for _ in vs:  # the mean over micro-batches, summed in their order
+                    last[k] += next(values) / self.cfg.train.grad_accum
+                self.log_sums[k] = self.log_sums.get(k, 0.0) + last[k]
+                self.log_counts[k] = self.log_counts.get(k, 0) + 1
+            if self.cfg.train.best_metric in last:
+                self.window.setdefault(self.cfg.train.best_metric, []).append(last[self.cfg.train.best_metric])
+        return last
 
     @torch.no_grad()
     def _ema_update(self, decay: float) -> None:
@@ -643,6 +688,7 @@ class Trainer:
         """Write export, best (scheduled and improved), latest, then the state — last, because --resume trusts
         the newest state and the files it stands for must exist before it. Collective under DDP."""
         t = self.cfg.train
+        self._drain_logs()  # the window and the log sums are read below and saved in the state
         improved = False
         if scheduled:  # best and its window change on the schedule only, and before the state is taken
             values = self.window.get(t.best_metric, [])
