@@ -1,13 +1,14 @@
 """Does each system learn? Train on SynthToon for a fixed step budget, score against the true cartoons (photos).
 
     python benchmarks/bench_learning.py [--systems ctss,cartoongan,...] [--seeds 0,1,2] [--steps 240]
-        [--init-fraction 0.4] [--eval-every 60] [--size 64] [--batch 4] [--n 240] [--n-test 48]
+        [--init-fraction 0.4] [--eval-every 60] [--size 64] [--batch 4] [--n 240] [--n-test 512]
         [--work runs/bench-learning] [--out benchmarks/results/learning.json] [--plot benchmarks/results/learning.png]
-        [--rescore] [OVERRIDE ...]
+        [--rescore] [--rerun-check] [--bootstrap 1000] [OVERRIDE ...]
 
 SynthToon renders every test scene both as a photo and as its true cartoon, so a photo→cartoon generator can be
-scored *paired*: PSNR / SSIM of its raw output (no post-processing) against the true cartoon, and FID / KID of its
-outputs to the true-cartoon test set. Reference rows on the same test set: the unchanged photos ("identity") and
+scored *paired*: PSNR / SSIM of its raw output (no post-processing) against the true cartoon, edge F1 of its Canny
+edges against the true cartoon's (``toonlab.eval.metrics.edge_f1``: the outlines that define a cartoon, matched
+within 2 px), and FID / KID of its outputs to the true-cartoon test set (512 test scenes by default). Reference rows on the same test set: the unchanged photos ("identity") and
 the learning-free classic cartoonizer. Cartoon→photo systems (toon2real, cyclegan) are scored on the inverse task
 (cartoons in, true photos as the target; identity = the cartoons themselves). A multi-style system trains on a
 SynthToon rendered in its styles (``prepare synth --styles``: same scenes, one palette and line weight per style) and
@@ -27,6 +28,18 @@ returns by default (the model's recipe: CTSS's +40 % saturation; absent where th
 system learnt from its hue. The classic gets the same ``classic_keep_colors`` reference row. ``--rescore`` trains
 nothing and adds these scores to the runs of ``--out`` whose run dirs under ``--work`` still hold their final export.
 
+**Intervals.** Each system's final scores carry a 95 % bootstrap interval over seeds × images (``ci95``): each of
+``--bootstrap`` replicates draws the seeds with replacement and the test scenes with replacement (the same scenes
+for every drawn seed, outputs and targets paired), and takes the statistic the table reports — the mean over the
+drawn seeds of the per-image mean (PSNR, SSIM, edge F1), or of FID / KID between the drawn outputs' and targets'
+Inception features (FID on a fifth of the replicates: it costs an SVD each; KID as the unbiased MMD² over the whole
+drawn set, from kernel matrices computed once). References (identity, classic) get the same interval over images.
+Per-image scores are kept in the JSON (``per_image``), features in the run dir (``final_features.npy``).
+
+**Reproducibility.** The JSON records what the figures depend on (``env``: threads, torch and numpy versions, CPU
+model, platform, and a SHA-256 of the SynthToon files). ``--rerun-check`` trains the first system's first seed a
+second time in a separate run dir and records both final PSNRs and their difference (``rerun``).
+
 FID/KID need the FID Inception weights (the canonical file, or ``toonlab weights fetch fid-inception``); without
 them those columns are null and the JSON says why. The perceptual backbone is the recipes' ``auto`` choice (the
 JSON records which one ran). Prints one JSON object and writes it to ``--out``; ``--plot`` draws the curves.
@@ -35,7 +48,9 @@ JSON records which one ran). Prints one JSON object and writes it to ``--out``; 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import platform
 import sys
 import time
 import warnings
@@ -67,14 +82,76 @@ def load_rgb(folder: Path) -> tuple[list[str], torch.Tensor]:
     return [f.name for f in files], torch.stack([read_image(f).rgb for f in files])
 
 
-def paired_scores(out: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of (N,3,H,W) [0,1] outputs against their true targets."""
-    from toonlab.eval.metrics import psnr, ssim
+PAIRED = ("psnr", "ssim", "edge_f1")
+FEATURE = ("fid", "kid")
 
-    a = out.permute(0, 2, 3, 1).numpy()
-    b = truth.permute(0, 2, 3, 1).numpy()
-    return {"psnr": float(np.mean([psnr(x, y) for x, y in zip(a, b)])),
-            "ssim": float(np.mean([ssim(x, y) for x, y in zip(a, b)]))}
+
+def paired_per_image(out: torch.Tensor, truth: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image PSNR (dB), SSIM and edge F1 of (N,3,H,W) [0,1] outputs against their true targets: (N,) each."""
+    from toonlab.eval.metrics import edge_f1, psnr, ssim
+
+    a = out.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    b = truth.permute(0, 2, 3, 1).numpy().astype(np.float64)
+    return {name: np.array([f(x, y) for x, y in zip(a, b)])
+            for name, f in (("psnr", psnr), ("ssim", ssim), ("edge_f1", edge_f1))}
+
+
+def paired_scores(out: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR (dB), SSIM and edge F1 of (N,3,H,W) [0,1] outputs against their true targets."""
+    return {k: float(v.mean()) for k, v in paired_per_image(out, truth).items()}
+
+
+def environment(data: Path) -> dict:
+    """What the figures depend on: threads, versions, CPU model, platform, SHA-256 of every file under ``data``."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    h = hashlib.sha256()
+    for f in sorted(p for p in data.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        h.update(str(f.relative_to(data)).encode())
+        h.update(f.read_bytes())
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__, "numpy": np.__version__,
+            "cpu": cpu, "platform": platform.platform(), "python": platform.python_version(),
+            "data_sha256": h.hexdigest()}
+
+
+def kid_full(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, idx: np.ndarray) -> float:
+    """Unbiased MMD² (KID's) of the outputs and targets at the drawn indices ``idx``, from the full kernel
+    matrices (cubic polynomial kernel, :func:`toonlab.eval.fid.kernel_inception_distance`'s). Within-set pairs
+    of one image with itself — the diagonal and the bootstrap's repeats — are left out, as the unbiased
+    estimator leaves out k(x_i, x_i); on a draw without repeats this is KID over the whole set."""
+    a, b, c = kxx[np.ix_(idx, idx)], kyy[np.ix_(idx, idx)], kxy[np.ix_(idx, idx)]
+    distinct = idx[:, None] != idx[None, :]
+    return float(a[distinct].mean() + b[distinct].mean() - 2 * c.mean())
+
+
+def bootstrap_ci(per_image: list[dict[str, np.ndarray]], feats: list[np.ndarray | None] | None,
+                 target_feats: np.ndarray | None, n_boot: int, seed: int = 0) -> dict[str, list[float]]:
+    """95 % percentile intervals of the table's statistics over seeds × images (module docstring): ``per_image``
+    one {metric: (N,)} per seed, ``feats`` one (N,D) output-feature array per seed (or None), ``target_feats``
+    (N,D). Returns {metric: [low, high]}."""
+    from toonlab.eval.fid import frechet_distance_features
+
+    rng = np.random.default_rng(seed)
+    n_seeds, n = len(per_image), len(next(iter(per_image[0].values())))
+    draws = [(rng.integers(0, n_seeds, n_seeds), rng.integers(0, n, n)) for _ in range(n_boot)]
+    out: dict[str, list[float]] = {}
+    for key in PAIRED:
+        if key in per_image[0]:
+            vals = np.stack([p[key] for p in per_image])  # (seeds, N)
+            finite = np.where(np.isfinite(vals), vals, np.nan)
+            stats = [np.nanmean(finite[np.ix_(s, i)]) for s, i in draws]
+            out[key] = [float(v) for v in np.percentile(stats, [2.5, 97.5])]
+    if feats and target_feats is not None and all(f is not None for f in feats):
+        d = target_feats.shape[1]
+        kyy = (target_feats @ target_feats.T / d + 1) ** 3
+        kernels = [((f @ f.T / d + 1) ** 3, (f @ target_feats.T / d + 1) ** 3) for f in feats]
+        kid = [np.mean([kid_full(kernels[k][0], kyy, kernels[k][1], i) for k in s]) for s, i in draws]
+        fid = [np.mean([frechet_distance_features(feats[k][i], target_feats[i]) for k in s])
+               for s, i in draws[: max(20, n_boot // 5)]]
+        out["kid"] = [float(v) for v in np.percentile(kid, [2.5, 97.5])]
+        out["fid"] = [float(v) for v in np.percentile(fid, [2.5, 97.5])]
+    return out
 
 
 class Scorer:
@@ -96,8 +173,15 @@ class Scorer:
             self.evaluator, self.fid_error = None, str(e).splitlines()[0]
 
     def __call__(self, out: torch.Tensor) -> dict[str, float | None]:
-        scores: dict[str, float | None] = paired_scores(out, self.target)
+        return self.detailed(out)[0]
+
+    def detailed(self, out: torch.Tensor) -> tuple[dict[str, float | None], dict[str, np.ndarray],
+                                                   np.ndarray | None]:
+        """(mean scores, per-image paired scores, (N,D) Inception features of ``out`` or None)."""
+        per_image = paired_per_image(out, self.target)
+        scores: dict[str, float | None] = {k: float(v.mean()) for k, v in per_image.items()}
         scores["fid"] = scores["kid"] = None
+        feats = None
         if self.evaluator is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -105,7 +189,14 @@ class Scorer:
             scores["fid"] = self.evaluator.fid(stats, self.target_stats)
             n = min(len(out), len(self.target))
             scores["kid"] = self.evaluator.kid(stats, self.target_stats, subset_size=n, subsets=50)[0]
-        return scores
+            feats = stats.features
+        return scores, per_image, feats
+
+    def reference(self, out: torch.Tensor, n_boot: int) -> dict:
+        """Scores of a reference row with its 95 % interval over images."""
+        scores, per_image, feats = self.detailed(out)
+        target = None if self.evaluator is None else self.target_stats.features
+        return scores | {"ci95": bootstrap_ci([per_image], [feats], target, n_boot)}
 
 
 def post_variants(export: Path) -> dict:
@@ -177,11 +268,13 @@ def run_overrides(label: str, config: Path, data: Path, run: Path, seed: int, ar
 
 
 def train_and_curve(label: str, config: Path, seed: int, args, data: Path, inputs: torch.Tensor,
-                    scorer: Scorer) -> dict:
-    """Train one system/seed in ``--eval-every`` segments, scoring ``latest.safetensors`` after each."""
+                    scorer: Scorer, run: Path | None = None) -> dict:
+    """Train one system/seed in ``--eval-every`` segments, scoring ``latest.safetensors`` after each: paired
+    metrics at every point, FID / KID too at the last one (512 Inception passes cost minutes on a CPU); the last
+    point's per-image scores go into the result, its Inception features into ``final_features.npy``."""
     from toonlab.train.trainer import train
 
-    run = Path(args.work) / f"{label}-s{seed}"
+    run = run or Path(args.work) / f"{label}-s{seed}"
     export = run / "checkpoints" / "latest.safetensors"
     overrides = run_overrides(label, config, data, run, seed, args, args.eval_every, args.eval_every)
     curve, t0 = [], time.perf_counter()
@@ -191,10 +284,17 @@ def train_and_curve(label: str, config: Path, seed: int, args, data: Path, input
         else:
             train(None, [f"train.max_steps={stop}"], resume=run)
         out = generator_outputs(export, inputs)
-        curve.append({"step": stop, **scorer(out)})
+        if stop < args.steps:
+            curve.append({"step": stop, **paired_scores(out, scorer.target)})
+        else:
+            scores, per_image, feats = scorer.detailed(out)
+            curve.append({"step": stop, **scores})
+            if feats is not None:
+                np.save(run / "final_features.npy", feats)
         print(f"[{label} seed {seed}] step {stop}: {curve[-1]}", file=sys.stderr, flush=True)
     return {"seed": seed, "phase_steps": schedule(config, args.steps, args.init_fraction),
             "wall_s": round(time.perf_counter() - t0, 1), "curve": curve, "final": curve[-1],
+            "per_image": {k: [round(float(x), 5) for x in v] for k, v in per_image.items()},
             "final_post": score_variants(export, out, inputs, scorer),  # the last segment's outputs
             "perceptual": _perceptual_of(run)}
 
@@ -220,7 +320,7 @@ def rescore(result: dict, work: Path, inputs: dict, scorers: dict) -> None:
             r["final_post"] = score_variants(export, raw, inputs[task], scorers[task])
             print(f"[{label} seed {r['seed']}] final, post-processed: {r['final_post']}", file=sys.stderr,
                   flush=True)
-        entry["summary"] = summarise(entry["runs"])
+        entry["summary"] = summarise(entry["runs"], label, work, scorers[task], result["bootstrap"])
 
 
 def _perceptual_of(run: Path) -> str | None:
@@ -231,10 +331,22 @@ def _perceptual_of(run: Path) -> str | None:
     return model.get("perceptual", model.get("vgg_weights"))
 
 
-def summarise(rows: list[dict]) -> dict:
-    """The seeds, and the mean and spread (min, max) of each final metric over them; the same for each
-    post-processed variant (``final_post``) over the seeds that have it."""
+def summarise(rows: list[dict], label: str, work: Path, scorer: Scorer, n_boot: int) -> dict:
+    """The seeds, and the mean and spread (min, max) of each final metric over them, with the 95 % bootstrap
+    interval over seeds × images (``ci95``; runs with per-image scores, FID / KID where every run's
+    ``final_features.npy`` is still under ``work``); the spread for each post-processed variant (``final_post``)
+    over the seeds that have it."""
     out: dict = {"seeds": [r["seed"] for r in rows]} | _spread([r["final"] for r in rows])
+    have = [r for r in rows if "per_image" in r]
+    if have:
+        feats = [np.load(f) if (f := work / f"{label}-s{r['seed']}" / "final_features.npy").is_file() else None
+                 for r in have]
+        target = None if scorer.evaluator is None else scorer.target_stats.features
+        ci = bootstrap_ci([{k: np.asarray(v) for k, v in r["per_image"].items()} for r in have], feats, target,
+                          n_boot)
+        for key, interval in ci.items():
+            out.setdefault(key, {})["ci95"] = interval
+        out["ci95_seeds"] = [r["seed"] for r in have]
     variants = {v for r in rows for v in r.get("final_post", {})}
     for v in sorted(variants):  # post-processed finals: only over the seeds that have them, named
         have = [r for r in rows if v in r.get("final_post", {})]
@@ -245,7 +357,7 @@ def summarise(rows: list[dict]) -> dict:
 def _spread(finals: list[dict]) -> dict:
     """{metric: {mean, min, max}} over ``finals`` (score dicts), for each metric that has values."""
     out = {}
-    for key in ("psnr", "ssim", "fid", "kid"):
+    for key in ("psnr", "ssim", "edge_f1", "fid", "kid"):
         vals = [f[key] for f in finals if f.get(key) is not None]
         if vals:
             out[key] = {"mean": float(np.mean(vals)), "min": float(np.min(vals)), "max": float(np.max(vals))}
@@ -259,7 +371,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ["psnr"] + (["fid"] if result["fid_weights"] else [])
+    metrics = ["psnr", "edge_f1"]  # at every curve point (FID / KID only at the last)
     fig, axes = plt.subplots(len(metrics), 2, figsize=(11, 3.6 * len(metrics)), squeeze=False)
     for col, task in enumerate(("photo2cartoon", "cartoon2photo")):
         for row, m in enumerate(metrics):
@@ -267,8 +379,11 @@ def plot(result: dict, path: Path) -> None:
             for label, sysres in result["systems"].items():
                 if sysres["task"] != task:
                     continue
-                steps = [p["step"] for p in sysres["runs"][0]["curve"]]
-                vals = np.array([[p[m] for p in r["curve"]] for r in sysres["runs"]], dtype=float)
+                runs = [r for r in sysres["runs"] if all(m in p for p in r["curve"])]
+                if not runs:
+                    continue
+                steps = [p["step"] for p in runs[0]["curve"]]
+                vals = np.array([[p[m] for p in r["curve"]] for r in runs], dtype=float)
                 (line,) = ax.plot(steps, vals.mean(0), marker="o", label=label)
                 if len(vals) > 1:  # the spread over seeds, in the line's colour
                     ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15, color=line.get_color())
@@ -276,7 +391,7 @@ def plot(result: dict, path: Path) -> None:
                 if ref.get(m) is not None:
                     ax.axhline(ref[m], linestyle="--", linewidth=1, color="gray")
                     ax.annotate(name, (0, ref[m]), xycoords=("axes fraction", "data"), fontsize=7, color="gray")
-            ax.set_title(f"{task}: {m.upper()} vs step ({'higher' if m == 'psnr' else 'lower'} is better)")
+            ax.set_title(f"{task}: {m.upper()} vs step (higher is better)")
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -294,13 +409,17 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--n", type=int, default=240, help="SynthToon train images per domain")
-    ap.add_argument("--n-test", type=int, default=48)
+    ap.add_argument("--n-test", type=int, default=512)
     ap.add_argument("--work", default="runs/bench-learning")
     ap.add_argument("--out", default="benchmarks/results/learning.json")
     ap.add_argument("--plot", default="benchmarks/results/learning.png")
     ap.add_argument("--rescore", action="store_true",
                     help="train nothing: add the post-processed final scores to --out's runs whose run dirs "
                          "under --work still hold their final export")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates of the 95 %% intervals")
+    ap.add_argument("--rerun-check", action="store_true",
+                    help="train the first system's first seed again in a separate run dir and record both final "
+                         "PSNRs (a single-style system: it trains on the plain SynthToon set)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides applied to every run (e.g. train.amp=bf16)")
     args = ap.parse_args()
     if args.steps % args.eval_every:
@@ -312,34 +431,40 @@ def main() -> None:
     from toonlab.models import build_model
     from toonlab.train.config import load_run_config
 
-    data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}", args.n, args.size, 0, n_test=args.n_test)
+    data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}-t{args.n_test}", args.n, args.size, 0,
+                          n_test=args.n_test)
     _, photos = load_rgb(data / "test/photos")
     _, cartoons = load_rgb(data / "test/cartoons")
     scorers = {"photo2cartoon": Scorer(cartoons), "cartoon2photo": Scorer(photos)}
     inputs = {"photo2cartoon": photos, "cartoon2photo": cartoons}
     classic = torch.cat([cartoonize_classic(p[None]) for p in photos])
+    p2c, c2p, nb = scorers["photo2cartoon"], scorers["cartoon2photo"], args.bootstrap
     result = {
         "benchmark": "learning_synthtoon", "size": args.size, "batch": args.batch, "steps": args.steps,
         "init_fraction": args.init_fraction, "train_images": args.n, "test_images": len(photos),
         "seeds": [int(s) for s in args.seeds.split(",")], "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "fid_weights": scorers["photo2cartoon"].weights, "fid_error": scorers["photo2cartoon"].fid_error,
+        "threads": torch.get_num_threads(), "env": environment(data), "bootstrap": nb,
+        "fid_weights": p2c.weights, "fid_error": p2c.fid_error,
         "references": {
-            "photo2cartoon": {"identity": scorers["photo2cartoon"](photos),
-                              "classic": scorers["photo2cartoon"](classic),
-                              "classic_keep_colors": scorers["photo2cartoon"](
-                                  PostProcess(keep_colors=True)(classic, photos))},
-            "cartoon2photo": {"identity": scorers["cartoon2photo"](cartoons)},
+            "photo2cartoon": {"identity": p2c.reference(photos, nb), "classic": p2c.reference(classic, nb),
+                              "classic_keep_colors": p2c.reference(PostProcess(keep_colors=True)(classic, photos),
+                                                                   nb)},
+            "cartoon2photo": {"identity": c2p.reference(cartoons, nb)},
         },
         "systems": {},
     }
     out_path = Path(args.out)
     if out_path.exists():  # merge: earlier invocations' systems / seeds at the same settings are kept
         old = json.loads(out_path.read_text())
-        same = ("size", "batch", "steps", "init_fraction", "train_images", "test_images", "fid_weights")
+        same = ("size", "batch", "steps", "init_fraction", "train_images", "test_images", "fid_weights",
+                "bootstrap")
         if any(old.get(k) != result[k] for k in same):
             ap.error(f"{out_path} holds results at other settings: give another --out")
         result["systems"] = old["systems"]
+        if old.get("env", {}).get("data_sha256") != result["env"]["data_sha256"]:
+            ap.error(f"{out_path} was measured on other data (SHA-256 differs): give another --out")
+        if "rerun" in old:
+            result["rerun"] = old["rerun"]
         if args.rescore:
             result["seeds"], result["wall_s"] = old["seeds"], old.get("wall_s")
     if args.rescore:
@@ -351,7 +476,8 @@ def main() -> None:
         model = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"})
         task, train_data = model.direction, data
         if model.styles:  # same scenes, cartoons in each of the model's styles; scored in the first
-            train_data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}-styles", args.n, args.size, 0,
+            train_data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}-t{args.n_test}-styles", args.n,
+                                        args.size, 0,
                                         n_test=args.n_test, styles=list(model.styles))
         entry = result["systems"].setdefault(label, {"task": task, "config": str(config.relative_to(ROOT)),
                                                       "runs": []})
@@ -360,9 +486,20 @@ def main() -> None:
                 continue
             entry["runs"].append(train_and_curve(label, config, seed, args, train_data, inputs[task], scorers[task]))
             entry["runs"].sort(key=lambda r: r["seed"])
-            entry["summary"] = summarise(entry["runs"])
+            entry["summary"] = summarise(entry["runs"], label, Path(args.work), scorers[task], nb)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
+    if args.rerun_check and not args.rescore:  # the same settings again, in its own run dir
+        label, config = parse_system(args.systems.split(",")[0])
+        seed = result["seeds"][0]
+        first = next(r for r in result["systems"][label]["runs"] if r["seed"] == seed)
+        task = result["systems"][label]["task"]
+        again = train_and_curve(label, config, seed, args, data, inputs[task], scorers[task],
+                                run=Path(args.work) / f"{label}-s{seed}-rerun")
+        result["rerun"] = {"system": label, "seed": seed, "psnr": first["final"]["psnr"],
+                           "psnr_rerun": again["final"]["psnr"],
+                           "abs_diff": abs(first["final"]["psnr"] - again["final"]["psnr"]),
+                           "threads": torch.get_num_threads()}
     if not args.rescore:
         result["wall_s"] = round(time.perf_counter() - t0, 1)
     out_path.write_text(json.dumps(result, indent=1))

@@ -1,0 +1,243 @@
+"""Which perceptual features keep the photo? Feature inversion on real photos and the init phase's reconstruction.
+
+    python benchmarks/bench_perceptual.py invert [--features b1,b2,...] [--steps 300] [--size 64]
+        [--out benchmarks/results/perceptual_invert.json]
+    python benchmarks/bench_perceptual.py init [--systems ctss,animegan,cartoongan] [--losses pixel,b4,...]
+        [--steps 200] [--seeds 0] [--size 64] [--batch 4] [--out benchmarks/results/perceptual_init.json]
+
+Feature names (EfficientNet-Lite0, ``toonlab.nn.efficientnet``; block i = ``_blocks[i]``): ``b<i>`` the output of
+block i (linear bottleneck + skip, no activation), ``b<i>x`` the expanded activation inside block i (after the
+depthwise conv, BN and ReLU6, before the projection; i ≥ 1), ``a+b`` an equal-weight combination, each term
+divided by its own mean |f| on the photos (so every layer counts alike). ``pixel`` is plain L1 on the image.
+
+``invert``: real photos (scikit-image's astronaut, chelsea, coffee, rocket, stereo_motorcycle; each short side
+resized to 64 with a centre crop, and to 128 with its four 64² centre-quadrant crops: 25 images, [-1, 1]). From a
+gray image, Adam (lr 0.03, ``--steps``) minimises L1 between the features of the image and of the photo, the image
+clamped to [-1, 1] after each step. Reported: PSNR of the inverted image to the photo (dB, [0, 1] scale, mean over
+images) and its mean-colour error: |mean RGB of the inverted image − the photo's| per channel on [-1, 1], averaged
+over images (and the worst channel). It tells what a content loss on that layer pins down of the photo.
+
+``init``: each system's generator (its recipe's defaults, ``configs/<name>.yaml``) is trained from its seeded init
+on SynthToon photos (64², batch 4, the recipe's ``lr_init`` and betas) for ``--steps`` steps of the content-only
+init phase — L1 between F(G(x)) and F(x) with F the named features, i.e. the systems' ``init`` step up to its
+constant λ — then scored on the 48 test photos: PSNR(G(x), x) and the mean-colour error (as above, per image, and
+of the whole set's mean RGB). ``pixel`` is the network's own limit at that budget. Threads: 1 (set
+``OMP_NUM_THREADS``); figures do not depend on load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "stereo_motorcycle")
+
+
+class Taps(nn.Module):
+    """Frozen EfficientNet-Lite0 stem + blocks up to the deepest tap; ``forward`` → the list of tapped tensors.
+    ``spec`` like ``b4`` / ``b4x`` / ``b2+b4`` (module docstring); each tap scaled by ``scales``."""
+
+    def __init__(self, spec: str, scales: list[float] | None = None):
+        super().__init__()
+        from toonlab.nn.efficientnet import EfficientNetLite0Features
+
+        self.taps = [(int(t[1:].rstrip("x")), t.endswith("x")) for t in spec.split("+")]
+        self.net = EfficientNetLite0Features(max(i for i, _ in self.taps))
+        self.scales = scales or [1.0] * len(self.taps)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        from toonlab.nn.efficientnet import normalize
+
+        net, out = self.net, {}
+        h = F.relu6(net._bn0(net._conv_stem(normalize(x))))
+        for i, block in enumerate(net._blocks):
+            if any(j == i and exp for j, exp in self.taps):  # the block's forward, keeping its expanded activation
+                e = F.relu6(block._bn0(block._expand_conv(h))) if hasattr(block, "_expand_conv") else h
+                e = F.relu6(block._bn1(block._depthwise_conv(e)))
+                out[(i, True)] = e
+                p = block._bn2(block._project_conv(e))
+                h = p + h if block.skip else p
+            else:
+                h = block(h)
+            out[(i, False)] = h
+        return [out[t] * s for t, s in zip(self.taps, self.scales)]
+
+
+class Pixel(nn.Module):
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [x]
+
+
+def features(spec: str, calibrate: torch.Tensor) -> nn.Module:
+    """``pixel`` or a :class:`Taps` whose terms are each scaled to mean |f| = 1 on ``calibrate`` (a combination's
+    terms then weigh alike; a single term's scale is immaterial to Adam)."""
+    if spec == "pixel":
+        return Pixel()
+    net = Taps(spec)
+    with torch.no_grad():
+        net.scales = [1.0 / f.abs().mean().item() for f in net(calibrate)]
+    return net.requires_grad_(False)
+
+
+def feature_l1(net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean over the terms of mean |F(a) − F(b)| (b's features carry no graph)."""
+    with torch.no_grad():
+        target = net(b)
+    return sum(F.l1_loss(f, t) for f, t in zip(net(a), target)) / len(target)
+
+
+def real_photos(size: int = 64) -> torch.Tensor:
+    """(25,3,size,size) in [-1, 1]: each photo's short side at size (centre crop) and at 2·size (four centre
+    quadrants). Antialiased bilinear resizing (PIL)."""
+    import skimage.data
+    from PIL import Image
+
+    out = []
+    for name in PHOTOS:
+        img = getattr(skimage.data, name)()
+        img = img[0] if isinstance(img, tuple) else img
+        for side in (size, 2 * size):
+            h, w = img.shape[:2]
+            s = side / min(h, w)
+            im = np.asarray(Image.fromarray(img).resize((max(side, round(w * s)), max(side, round(h * s))),
+                                                         Image.BILINEAR))
+            y0, x0 = (im.shape[0] - side) // 2, (im.shape[1] - side) // 2
+            im = im[y0:y0 + side, x0:x0 + side]
+            crops = [im] if side == size else [im[i:i + size, j:j + size] for i in (0, size) for j in (0, size)]
+            out += [torch.from_numpy(c.copy()).permute(2, 0, 1).float() / 127.5 - 1 for c in crops]
+    return torch.stack(out)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (dB) of (N,3,H,W) [-1, 1] tensors, on the [0, 1] scale."""
+    mse = (((a - b) / 2) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+def colour_error(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Mean-colour errors on [-1, 1]: per image |Δ mean RGB| averaged (per channel and worst channel), and the set's
+    mean RGB (output and reference) with its worst-channel difference."""
+    per = (out.mean((2, 3)) - ref.mean((2, 3))).abs()
+    set_out, set_ref = out.mean((0, 2, 3)), ref.mean((0, 2, 3))
+    return {"colour_err": [round(v, 4) for v in per.mean(0).tolist()],
+            "colour_err_max_channel": round(per.mean(0).max().item(), 4),
+            "set_mean_rgb": [round(v, 4) for v in set_out.tolist()],
+            "set_mean_rgb_ref": [round(v, 4) for v in set_ref.tolist()],
+            "set_colour_err_max": round((set_out - set_ref).abs().max().item(), 4)}
+
+
+def invert(spec: str, photos: torch.Tensor, steps: int, lr: float = 0.03) -> dict:
+    net = features(spec, photos)
+    x = torch.zeros_like(photos, requires_grad=True)
+    opt = torch.optim.Adam([x], lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        feature_l1(net, x, photos).backward()
+        opt.step()
+        with torch.no_grad():
+            x.clamp_(-1, 1)
+    x = x.detach()
+    return {"psnr": round(psnr(x, photos).mean().item(), 3), **colour_error(x, photos)}
+
+
+def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, test: torch.Tensor) -> dict:
+    """Train ``system``'s G on the content-only init loss through ``spec`` for ``args.steps`` steps; score it."""
+    from toonlab.models import build_model
+    from toonlab.train.config import load_run_config
+
+    cfg = load_run_config(ROOT / "configs" / f"{system}.yaml")
+    fields = {k: v for k, v in cfg.model.items() if k != "name"}
+    torch.manual_seed(seed)
+    model = build_model(cfg.model["name"], fields)
+    G = model.networks["G"].train()
+    c = model.cfg
+    net = features(spec, test)
+    opt = torch.optim.Adam(G.parameters(), c.lr_init, tuple(c.betas))
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        idx = torch.randint(len(train), (args.batch,), generator=gen)
+        x = train[idx]
+        x = torch.where(torch.rand(args.batch, 1, 1, 1, generator=gen) < 0.5, x, x.flip(-1))  # random h-flip
+        opt.zero_grad()
+        feature_l1(net, G(x), x).backward()
+        opt.step()
+    G.eval()
+    with torch.no_grad():
+        y = torch.cat([G(test[i:i + 16]) for i in range(0, len(test), 16)]).clamp(-1, 1)
+    return {"system": system, "loss": spec, "seed": seed, "steps": args.steps,
+            "psnr": round(psnr(y, test).mean().item(), 3), **colour_error(y, test),
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def synth_photos(size: int, n: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from toonlab.data.synth import make_synthtoon
+    from toonlab.io import read_image
+
+    data = make_synthtoon(ROOT / "runs" / f"bench-perceptual/synthtoon{size}", n, size, 0, n_test=n_test)
+
+    def load(folder):
+        return torch.stack([read_image(f).rgb for f in sorted(folder.glob("*.png"))]) * 2 - 1
+
+    return load(data / "train/photos"), load(data / "test/photos")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("mode", choices=("invert", "init"))
+    ap.add_argument("--features", default="b1,b2,b3,b4,b5,b6,b7,b2x,b4x,b7x,b2+b4,b1+b4+b7")
+    ap.add_argument("--systems", default="ctss,animegan,cartoongan")
+    ap.add_argument("--losses", default="pixel,b4")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.mode == "invert":
+        args.steps = args.steps or 300
+        photos = real_photos(args.size)
+        rows = {}
+        for spec in args.features.split(","):
+            torch.manual_seed(0)
+            rows[spec] = invert(spec, photos, args.steps)
+            print(f"[invert] {spec}: {rows[spec]}", file=sys.stderr, flush=True)
+        result = {"benchmark": "perceptual_invert", "size": args.size, "images": len(photos),
+                  "steps": args.steps, "lr": 0.03, **env, "features": rows}
+        out = Path(args.out or ROOT / "benchmarks/results/perceptual_invert.json")
+    else:
+        args.steps = args.steps or 200
+        train, test = synth_photos(args.size, 240, 48)
+        out = Path(args.out or ROOT / "benchmarks/results/perceptual_init.json")
+        old = json.loads(out.read_text()) if out.exists() else {}
+        rows = [r for r in old.get("runs", []) if r["steps"] == args.steps]
+        for seed in (int(s) for s in args.seeds.split(",")):
+            for system in args.systems.split(","):
+                for spec in args.losses.split(","):
+                    if any((r["system"], r["loss"], r["seed"]) == (system, spec, seed) for r in rows):
+                        continue
+                    rows.append(init_phase(system, spec, seed, args, train, test))
+                    print(f"[init] {rows[-1]}", file=sys.stderr, flush=True)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_text(json.dumps({"benchmark": "perceptual_init", "size": args.size,
+                                               "batch": args.batch, "steps": args.steps, **env,
+                                               "photos": colour_error(test, test)["set_mean_rgb"],
+                                               "runs": rows}, indent=1))
+        result = json.loads(out.read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
