@@ -2,10 +2,15 @@
 
     python benchmarks/bench_train.py [--models ctss,cartoongan] [--steps 3] [--warmup 1] [--batch N]
                                      [--size N] [--device cpu|cuda] [OVERRIDE ...]   (e.g. train.amp=bf16)
+    python benchmarks/bench_train.py --baseline-src OLD/src --rounds 2 [same options]   (before/after)
 
 For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
 (configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
-steps of a phase (from metrics.jsonl; data loading with workers=0 included). Prints one JSON object.
+steps of a phase (from metrics.jsonl; data loading with workers=0 included); ``cpu_s``: the process CPU time
+of the whole fit (steadier than wall time on a loaded machine). Prints one JSON object.
+``--baseline-src``: before/after on a shared machine — this benchmark runs alternately (A, B, A, B, …, ``--rounds``
+each) in fresh processes on another source tree (e.g. ``git archive OLD src | tar -x -C /tmp/old``) and on this
+one; the JSON has every run, each side's best images/s per phase and the ratio this/baseline.
 Perceptual backbone: what ``model.perceptual=auto`` resolves to here (VGG19 with its file, else EfficientNet-Lite0),
 or ``random`` when neither is available — reported as ``perceptual``.
 """
@@ -79,16 +84,52 @@ def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | Non
         vgg = perceptual_choice()
         over.append(f"model.perceptual={vgg}")
     trainer = Trainer(load_run_config(ROOT / "configs" / f"{name}.yaml", [*over, *overrides]))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit()
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     recs = [json.loads(x) for x in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
-    out = {"size": size, "batch": batch, "perceptual": vgg, "wall_s": round(wall, 1)}
+    out = {"size": size, "batch": batch, "perceptual": vgg, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
     for p in phases:
         ips = [r["images_per_s"] for r in recs if r.get("phase") == p][warmup:]
         out[f"{p}_images_per_s"] = round(float(np.mean(ips)), 3) if ips else None
         out[f"{p}_s_per_step"] = round(batch / float(np.mean(ips)), 3) if ips else None
     return out
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Alternate fresh runs of this benchmark on ``args.baseline_src`` (A) and this checkout's src (B)."""
+    import os
+    import subprocess
+
+    argv = ["--models", args.models, "--steps", str(args.steps), "--warmup", str(args.warmup),
+            "--device", args.device]
+    for flag in ("batch", "size", "threads"):
+        if getattr(args, flag):
+            argv += [f"--{flag}", str(getattr(args, flag))]
+    argv += args.overrides
+    sides = {"baseline": str(Path(args.baseline_src).resolve()), "this": str(ROOT / "src")}
+    runs: dict[str, list[dict]] = {k: [] for k in sides}
+    for r in range(args.rounds):
+        for side, src in sides.items():
+            env = {**os.environ, "PYTHONPATH": src}
+            out = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"{side} run {r} failed:\n{out.stderr[-2000:]}")
+            text = out.stdout[out.stdout.index('{\n "benchmark"'):]  # after the trainer's plain log lines
+            runs[side].append(json.loads(text)["models"])
+            print(f"round {r} {side}: {runs[side][-1]}", file=sys.stderr, flush=True)
+    best: dict[str, dict] = {}
+    for side, rs in runs.items():
+        for name in rs[0]:
+            keys = [k for k in rs[0][name] if k.endswith("_images_per_s")]
+            best.setdefault(side, {})[name] = {k: max(x[name][k] for x in rs if x[name].get(k)) for k in keys}
+            best[side][name]["cpu_s"] = min(x[name]["cpu_s"] for x in rs)
+    ratio = {name: {k: round(v / best["baseline"][name][k], 3) for k, v in m.items() if k.endswith("_images_per_s")}
+             for name, m in best["this"].items()}
+    for name, m in best["this"].items():
+        ratio[name]["cpu_s"] = round(m["cpu_s"] / best["baseline"][name]["cpu_s"], 3)
+    return {"benchmark": "train_throughput_ab", "rounds": args.rounds, "baseline_src": sides["baseline"],
+            "best": best, "ratio_this_over_baseline": ratio, "runs": runs}
 
 
 def main() -> None:
@@ -100,8 +141,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="default: the paper size")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--baseline-src", default=None, help="another source tree: alternate runs on it and on this one")
+    ap.add_argument("--rounds", type=int, default=2, help="with --baseline-src: runs per side")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every run (e.g. train.amp=bf16)")
     args = ap.parse_args()
+    if args.baseline_src:
+        print(json.dumps(compare(args), indent=1))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     result = {"benchmark": "train_throughput", "device": args.device, "torch": torch.__version__,
