@@ -8,7 +8,10 @@
 Feature names (EfficientNet-Lite0, ``toonlab.nn.efficientnet``; block i = ``_blocks[i]``): ``b<i>`` the output of
 block i (linear bottleneck + skip, no activation), ``b<i>x`` the expanded activation inside block i (after the
 depthwise conv, BN and ReLU6, before the projection; i ≥ 1), ``a+b`` an equal-weight combination, each term
-divided by its own mean |f| on the photos (so every layer counts alike). ``pixel`` is plain L1 on the image.
+scaled to mean |f| = ``FEATURE_TARGET`` (5.0, toonlab's calibration) on the photos, the loss the mean over the
+terms (so every layer counts alike, and the whole weighs as one calibrated layer). ``pixel`` is plain L1 on the
+image. A suffix ``@yuv`` adds CTSS's / AnimeGAN's YUV colour loss (``losses.yuv_color_loss``, CTSS eq 14) between
+output and photo at CTSS's ratio to the content term, λ_col / λ_con = 15 / 1.5 = 10 (``init`` only).
 
 ``invert``: real photos (scikit-image's astronaut, chelsea, coffee, rocket, stereo_motorcycle; each short side
 resized to 64 with a centre crop, and to 128 with its four 64² centre-quadrant crops: 25 images, [-1, 1]). From a
@@ -78,13 +81,14 @@ class Pixel(nn.Module):
 
 
 def features(spec: str, calibrate: torch.Tensor) -> nn.Module:
-    """``pixel`` or a :class:`Taps` whose terms are each scaled to mean |f| = 1 on ``calibrate`` (a combination's
-    terms then weigh alike; a single term's scale is immaterial to Adam)."""
+    """``pixel`` or a :class:`Taps` whose terms are each scaled to mean |f| = FEATURE_TARGET on ``calibrate``."""
+    from toonlab.nn.perceptual import FEATURE_TARGET
+
     if spec == "pixel":
         return Pixel()
     net = Taps(spec)
     with torch.no_grad():
-        net.scales = [1.0 / f.abs().mean().item() for f in net(calibrate)]
+        net.scales = [FEATURE_TARGET / f.abs().mean().item() for f in net(calibrate)]
     return net.requires_grad_(False)
 
 
@@ -160,7 +164,10 @@ def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, tes
     model = build_model(cfg.model["name"], fields)
     G = model.networks["G"].train()
     c = model.cfg
-    net = features(spec, test)
+    from toonlab.losses import yuv_color_loss
+
+    layers, _, colour = spec.partition("@")
+    net = features(layers, test)
     opt = torch.optim.Adam(G.parameters(), c.lr_init, tuple(c.betas))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -169,7 +176,11 @@ def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, tes
         x = train[idx]
         x = torch.where(torch.rand(args.batch, 1, 1, 1, generator=gen) < 0.5, x, x.flip(-1))  # random h-flip
         opt.zero_grad()
-        feature_l1(net, G(x), x).backward()
+        y = G(x)
+        loss = feature_l1(net, y, x)
+        if colour == "yuv":
+            loss = loss + 10.0 * yuv_color_loss(y, x)
+        loss.backward()
         opt.step()
     G.eval()
     with torch.no_grad():
@@ -207,14 +218,20 @@ def main() -> None:
     if args.mode == "invert":
         args.steps = args.steps or 300
         photos = real_photos(args.size)
-        rows = {}
+        out = Path(args.out or ROOT / "benchmarks/results/perceptual_invert.json")
+        old = json.loads(out.read_text()) if out.exists() else {}
+        rows = old.get("features", {}) if (old.get("steps"), old.get("size")) == (args.steps, args.size) else {}
         for spec in args.features.split(","):
+            if spec in rows:  # measured earlier at the same settings: kept
+                continue
             torch.manual_seed(0)
             rows[spec] = invert(spec, photos, args.steps)
             print(f"[invert] {spec}: {rows[spec]}", file=sys.stderr, flush=True)
-        result = {"benchmark": "perceptual_invert", "size": args.size, "images": len(photos),
-                  "steps": args.steps, "lr": 0.03, **env, "features": rows}
-        out = Path(args.out or ROOT / "benchmarks/results/perceptual_invert.json")
+            result = {"benchmark": "perceptual_invert", "size": args.size, "images": len(photos),
+                      "steps": args.steps, "lr": 0.03, **env, "features": rows}
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=1))  # partial results survive an interruption
+        result = json.loads(out.read_text())
     else:
         args.steps = args.steps or 200
         train, test = synth_photos(args.size, 240, 48)
