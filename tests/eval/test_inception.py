@@ -111,7 +111,7 @@ def test_converted_file_without_classifier_loads_from_torch_home(tmp_path, monke
     torch.save(state, folder / FID_CONVERTED_FILE)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     net, fp = load_fid_inception()
-    assert net.weights_label == f"{FID_CONVERTED_FILE} sha256:{fp}"
+    assert net.weights_label == f"UNVERIFIED {FID_CONVERTED_FILE} sha256:{fp}"  # random weights (opt-in)
     assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
     del state["Mixed_5b.branch1x1.bn.running_var"]  # only fc may be absent
     torch.save(state, folder / FID_CONVERTED_FILE)

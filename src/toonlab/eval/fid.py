@@ -238,15 +238,18 @@ class FIDEvaluator:
     ``weights`` — a path, or ``$TORCH_HOME/hub/checkpoints``; ``toonlab weights fetch fid-inception`` puts them
     there); ``network_fingerprint`` must identify its weights when a custom network is given. ``cache_dir=None`` →
     :func:`default_cache_dir`; ``use_cache=False`` disables. ``download=True`` allows the canonical download.
+    ``allow_unverified``: use a weight file that is neither the canonical nor the converted FID Inception (then
+    labelled UNVERIFIED in :attr:`weights_label`); default ``$TOONLAB_ALLOW_UNVERIFIED_FID`` = 1, else refused.
     """
 
     def __init__(self, weights: str | Path | None = None, *, device: str | torch.device = "cpu",
                  batch_size: int = 16, cache_dir: str | Path | None = None, use_cache: bool = True,
                  network: torch.nn.Module | None = None, network_fingerprint: str | None = None,
-                 download: bool = False):
+                 download: bool = False, allow_unverified: bool | None = None):
         if network is not None and not network_fingerprint:
             raise ValueError("a custom FID network needs a network_fingerprint for the stats cache")
         self.weights, self.device, self.batch_size, self.download = weights, torch.device(device), batch_size, download
+        self.allow_unverified = allow_unverified
         self.cache = StatsCache(cache_dir) if use_cache else None
         self._network, self._fingerprint = network, network_fingerprint
 
@@ -255,7 +258,8 @@ class FIDEvaluator:
         if self._network is None:
             from toonlab.nn.inception import load_fid_inception
 
-            net, fp = load_fid_inception(self.weights, self.device, download=self.download)
+            net, fp = load_fid_inception(self.weights, self.device, download=self.download,
+                                         allow_unverified=self.allow_unverified)
             self._network, self._fingerprint = net.to(memory_format=torch.channels_last), fp
         return self._network, self._fingerprint
 

@@ -29,6 +29,14 @@ FID_WEIGHTS_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fi
 # (toonlab.weights); used when the canonical file is absent. Not byte-identical to it, hence its own name.
 FID_CONVERTED_FILE = "pt_inception-2015-12-05-fidhelper.pth"
 FETCH_COMMAND = "toonlab weights fetch fid-inception"
+# What the FID weights must be, checked at every load (a random network under the canonical name gives FID 0):
+# the canonical file's sha256 (as pytorch-fid publishes it; 95,628,359 bytes), and for the conversion — whose
+# torch.save bytes may vary with the torch version — the digest of its tensors (toonlab.checkpoint.tensors_digest).
+FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+FID_CONVERTED_TENSORS_SHA256 = "908f470a90ae39fc74b1923c54905b06f750598b3b71f538e32c83a95e9fd7bb"
+# Any other file is refused unless this environment variable is 1 (or allow_unverified=True), and then every
+# report names it as unverified.
+ALLOW_UNVERIFIED_ENV = "TOONLAB_ALLOW_UNVERIFIED_FID"
 FID_INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -231,18 +239,58 @@ def file_fingerprint(path: Path) -> str:
     return file_digest(path)[:16]
 
 
-def weights_label(path: Path, fingerprint: str) -> str:
-    """How reports name the weights behind an FID: ``"<file name> sha256:<first 16 hex>"``."""
-    return f"{Path(path).name} sha256:{fingerprint}"
+def weights_label(path: Path, fingerprint: str, verified: bool = True) -> str:
+    """How reports name the weights behind an FID: ``"<file name> sha256:<first 16 hex>"``, prefixed with
+    ``UNVERIFIED`` for a file that is neither the canonical nor the converted FID Inception."""
+    return f"{'' if verified else 'UNVERIFIED '}{Path(path).name} sha256:{fingerprint}"
+
+
+def fid_weights_kind(path: Path, sha256: str | None = None,
+                     state: dict[str, torch.Tensor] | None = None) -> str | None:
+    """``"canonical"`` when the file at ``path`` (of ``sha256``, hashed when not given) is pytorch-fid's file,
+    ``"converted"`` when its tensors (``state``, read when not given) are the verified conversion, else None."""
+    from toonlab.checkpoint import tensors_digest
+    from toonlab.paths import file_digest
+
+    if (sha256 or file_digest(path)) == FID_WEIGHTS_SHA256:
+        return "canonical"
+    if state is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # unreadable: certainly not the conversion
+            return None
+    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()) and tensors_digest(
+            {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}) == FID_CONVERTED_TENSORS_SHA256:
+        return "converted"
+    return None
+
+
+def verify_fid_weights(path: Path, sha256: str, state: dict[str, torch.Tensor],
+                       allow_unverified: bool | None = None) -> bool:
+    """True when the file is the canonical or the converted FID Inception (:func:`fid_weights_kind`); otherwise a
+    MissingWeightsError (one line), or False when unverified weights are allowed (``allow_unverified``, default:
+    ``$TOONLAB_ALLOW_UNVERIFIED_FID`` = 1)."""
+    if fid_weights_kind(path, sha256, state) is not None:
+        return True
+    if allow_unverified is None:
+        allow_unverified = os.environ.get(ALLOW_UNVERIFIED_ENV) == "1"
+    if not allow_unverified:
+        raise MissingWeightsError(f"{path}: not the FID Inception weights (neither the canonical {FID_WEIGHTS_FILE} "
+                                  f"nor the verified conversion; FID from it would mean nothing): run "
+                                  f"`{FETCH_COMMAND}`, or set {ALLOW_UNVERIFIED_ENV}=1 to use it labelled UNVERIFIED")
+    return False
 
 
 def load_fid_inception(weights: str | Path | None = None, device: str | torch.device = "cpu", *,
-                       download: bool = False) -> tuple[FIDInceptionV3, str]:
-    """Build the FID network with the weight file loaded (``weights_only=True``, strict keys), frozen, in eval.
+                       download: bool = False, allow_unverified: bool | None = None) -> tuple[FIDInceptionV3, str]:
+    """Build the FID network with the weight file loaded (``weights_only=True``, strict keys), frozen, in eval;
+    the file must verify (:func:`verify_fid_weights`).
 
     Returns ``(model, fingerprint)``; ``fingerprint`` identifies the weights for the stats cache, and
     ``model.weights_label`` names them for reports (:func:`weights_label`).
     """
+    from toonlab.paths import file_digest
+
     path = resolve_fid_weights(weights, download=download)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -260,9 +308,11 @@ def load_fid_inception(weights: str | Path | None = None, device: str | torch.de
     if missing or unexpected:
         raise MissingWeightsError(f"{path}: not a pytorch-fid Inception state dict (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")
+    sha256 = file_digest(path)
+    verified = verify_fid_weights(path, sha256, state, allow_unverified)
     model.eval().requires_grad_(False).to(device)
-    fingerprint = file_fingerprint(path)
-    model.weights_label = weights_label(path, fingerprint)
+    fingerprint = sha256[:16]  # as file_fingerprint
+    model.weights_label = weights_label(path, fingerprint, verified)
     return model, fingerprint
 
 
