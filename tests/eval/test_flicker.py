@@ -60,7 +60,9 @@ def test_meter_streams_shots_and_ssim():
     assert s["noisy"]["warping_error"] > 0.04 and s["noisy"]["vs_input"] > 3 and r["reduction"]["noisy"] < -2
     assert len(s["noisy"]["ssim_per_shot"]) == 2 and s["noisy"]["ssim"] < 0.9
     with pytest.raises(UsageError, match="reference"):
-        meter.update(a[0][0], {"noisy": a[0][0]})
+        FlickerMeter(reference="copy").update(a[0][0], {"noisy": a[0][0]})
+    with pytest.raises(UsageError, match="same streams"):
+        meter.update(a[0][0], {"copy": a[0][0]})
     with pytest.raises(UsageError, match="one size"):
         FlickerMeter().update(a[0][0], {"x": a[0][0][1:]})
 

@@ -66,6 +66,9 @@ class FlickerMeter:
         shapes = {k: v.shape for k, v in outputs.items()}
         if frame.ndim != 3 or frame.shape[2] != 3 or any(s != frame.shape for s in shapes.values()):
             raise UsageError(f"flicker: frames must all be (H,W,3) of one size, got input {frame.shape}, {shapes}")
+        if self.streams and set(outputs) != set(self.streams) - {"input"}:
+            raise UsageError(f"flicker: the same streams every frame ({', '.join(sorted(self.streams))}), got "
+                             f"{', '.join(sorted(outputs))}")
         if self.reference is not None and self.reference not in outputs:
             raise UsageError(f"flicker: reference stream {self.reference!r} missing (got {', '.join(outputs)})")
         streams = {"input": frame.astype(np.float32) / 255.0,

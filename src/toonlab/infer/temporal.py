@@ -252,6 +252,8 @@ class Stabilizer:
 
     # --- both -----------------------------------------------------------------------------------------------
     def __call__(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """Translate the next frames with ``translate`` and fuse them: a (B,3,H,W) / (3,H,W) tensor in [0,1] →
+        float32 of that shape; (B,H,W,3) / (H,W,3) uint8 → uint8 of that shape."""
         if self.translate is None:
             raise UsageError("Stabilizer(translate=None) only fuses: call motion() and fuse()")
         motions = self.motion(frames)
