@@ -51,6 +51,7 @@ class ServeConfig:
     body_timeout_s: float = 20.0            # longest gap between body bytes, and the grace before the rate counts
     min_upload_rate: float = 1024.0         # bytes/s on average over the body after the grace
     keep_alive_s: int = 5                   # an idle kept-alive connection is closed after this (uvicorn's)
+    send_timeout_s: float = 20.0            # a client that reads none of its answer for this long is cut off
     evict_after_s: float = 1.0              # all slots taken: close the longest header wait beyond this (our choice)
     # Host header names accepted (DNS rebinding); None = loopback names when bound to loopback, else any
     allowed_hosts: tuple[str, ...] | None = None
@@ -70,7 +71,7 @@ class ServeConfig:
                   "retry_after_s": self.retry_after_s >= 0, "torch_threads": self.torch_threads >= 0,
                   "max_connections": self.max_connections >= 1, "header_timeout_s": self.header_timeout_s > 0,
                   "body_timeout_s": self.body_timeout_s > 0, "min_upload_rate": self.min_upload_rate >= 0,
-                  "keep_alive_s": self.keep_alive_s >= 1, "evict_after_s": self.evict_after_s >= 0,
+                  "keep_alive_s": self.keep_alive_s >= 1, "send_timeout_s": self.send_timeout_s > 0, "evict_after_s": self.evict_after_s >= 0,
                   "allowed_hosts": bool(self.allowed_hosts)}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

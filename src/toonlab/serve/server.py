@@ -13,8 +13,14 @@ mod_reqtimeout (``header=…``, ``body=…,MinRate=…``):
   Time during which the server itself stopped reading (flow control: the app has not consumed what it holds) is
   not counted against the client.
 
+- **response**: a client that stops reading its answer (the socket's send buffer stays full) for
+  ``send_timeout_s`` is cut off: its connection is aborted, its request cancelled. Without this, connections that
+  pipeline requests for large responses and never read them hold their slots for as long as they like.
+
 When every slot of ``--max-connections`` is taken, a new connection closes the one that has waited longest (over
-``evict_after_s``) for its request headers, so slow clients holding all slots cannot turn everyone else away.
+``evict_after_s``) for its request headers or for its client to read, so slow clients holding all slots cannot
+turn everyone else away. ``/healthz`` is answered even then (it is outside the slot limit): a liveness probe must
+not fail because clients are slow.
 
 A connection that misses its deadline is closed, after a ``408`` with a one-line JSON ``detail`` when it had
 started a request and no answer has begun; the app sees a disconnect and the access log records 408.
@@ -35,6 +41,8 @@ from toonlab.serve.config import ServeConfig
 
 # scope key through which the protocol tells the Gate (toonlab.serve.app) that it ended a request with 408
 TIMEOUT_SCOPE_KEY = "toonlab.read_timeout"
+# paths answered however many connections are open (uvicorn's limit_concurrency does not apply to them)
+UNLIMITED_PATHS = ("/healthz",)
 
 
 def _timeout_response(detail: str) -> bytes:
@@ -51,10 +59,23 @@ def guarded_protocol(config: ServeConfig, on_header_timeout: Callable[[dict], No
     them), with ``client`` and ``detail``; body timeouts reach the app as a disconnect marked in its scope.
     """
     header_s, body_s, rate = config.header_timeout_s, config.body_timeout_s, config.min_upload_rate
-    evict_s = config.evict_after_s
+    evict_s, send_s = config.evict_after_s, config.send_timeout_s
 
     class GuardedH11Protocol(H11Protocol):
+        @property
+        def limit_concurrency(self) -> int | None:
+            """uvicorn's slot limit, read when a request's head is complete (``scope`` is that request's): none
+            for the health check, which costs nothing and must answer while slow clients hold every slot."""
+            scope = getattr(self, "scope", None)
+            return None if scope is not None and scope.get("path") in UNLIMITED_PATHS else self._limit
+
+        @limit_concurrency.setter
+        def limit_concurrency(self, value: int | None) -> None:
+            self._limit = value
+
         def connection_made(self, transport):
+            self._send_guard: asyncio.TimerHandle | None = None
+            self._unread_since: float | None = None  # when the client stopped reading (send buffer full)
             super().connection_made(transport)
             self._guard: asyncio.TimerHandle | None = None
             self._seen_cycle = None
@@ -63,22 +84,55 @@ def guarded_protocol(config: ServeConfig, on_header_timeout: Callable[[dict], No
             if self.limit_concurrency is not None and len(self.connections) >= self.limit_concurrency:
                 self._make_room()
 
+        def _waiting_since(self) -> float | None:
+            """Since when this connection waits on its client: for request headers, or to read its answer."""
+            if getattr(self, "_phase", None) == "headers":
+                return self._start
+            return getattr(self, "_unread_since", None)
+
         def _make_room(self) -> None:
             """All slots taken: this connection's request would get 503. Close the connection that has waited
-            longest for its request headers, if longer than ``evict_after_s`` (slow clients and idle keep-alives;
-            a real client sends its headers in milliseconds), so slow clients cannot starve the others."""
+            longest on its client — for its request headers, or to read its answer — if longer than
+            ``evict_after_s`` (a real client sends its headers in milliseconds and reads as it goes), so slow
+            clients cannot starve the others."""
             now = time.monotonic()
-            waiting = sorted((c for c in self.connections if c is not self and getattr(c, "_phase", None) == "headers"
-                              and now - c._start > evict_s), key=lambda c: c._start)
+            waiting = sorted((c for c in self.connections if c is not self and c._waiting_since() is not None
+                              and now - c._waiting_since() > evict_s), key=lambda c: c._waiting_since())
             # uvicorn admits a request while len(connections) < limit, this connection included
-            for oldest in waiting[:len(self.connections) - self.limit_concurrency + 1]:
+            for oldest in waiting[:len(self.connections) - self._limit + 1]:
                 self.connections.discard(oldest)  # its connection_lost comes on a later loop turn
-                oldest._expire(now, f"request headers not complete after {now - oldest._start:.1f} s while all "
-                                    f"connection slots are taken")
+                if oldest._phase == "headers":
+                    oldest._expire(now, f"request headers not complete after {now - oldest._start:.1f} s while "
+                                        f"all connection slots are taken")
+                else:
+                    oldest._cut_off()
 
         def connection_lost(self, exc):
             self._enter(None)
+            self._stop_send_guard()
             super().connection_lost(exc)
+
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self._send_guard is None:
+                self._unread_since = time.monotonic()
+                self._send_guard = self.loop.call_later(send_s, self._cut_off)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            self._stop_send_guard()
+
+        def _stop_send_guard(self) -> None:
+            if self._send_guard is not None:
+                self._send_guard.cancel()
+                self._send_guard = None
+            self._unread_since = None
+
+        def _cut_off(self) -> None:
+            """The client does not read what we send: nothing more can reach it, so drop the connection (abort:
+            a close would wait for the unread bytes to flush) — the request's task sees a disconnect."""
+            self._stop_send_guard()
+            self.transport.abort()
 
         def data_received(self, data: bytes) -> None:
             if self._phase is not None:
