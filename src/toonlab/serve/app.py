@@ -84,6 +84,7 @@ def header_size(data: bytes, fmt: str, name: str) -> tuple[int, int]:
 
 # an object's default repr (`<_io.BytesIO object at 0x7f…>`): never sent to a client (heap addresses, noise)
 _REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+_CLASS_REPR = re.compile(r"<class '(?:\w+\.)*(\w+)'>")  # pydantic's "received: <class 'str'>" → "received: str"
 
 
 def _safe_stem(filename: str | None) -> str:
@@ -120,11 +121,18 @@ _TAIL_BYTES = 128  # a multipart close delimiter is "--" + boundary (≤ 70 char
 
 
 def _host_name(host: str) -> str:
-    """The name of a Host header without its port, lower-case: ``[::1]:8000`` → ``[::1]``, ``a.b:80`` → ``a.b``."""
+    """The name of a Host header without its port, lower-case: ``[::1]:8000`` → ``[::1]``, ``a.b:80`` → ``a.b``.
+    Anything after the name but a numeric port stays (``[::1].evil.com``, ``localhost:x.evil``), so it matches no
+    allowed name."""
     host = host.strip().lower()
-    if host.startswith("["):
-        return host[:host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if host.startswith("[") and "]" in host:
+        end = host.index("]") + 1
+        name, rest = host[:end], host[end:]
+    elif host.count(":") == 1:
+        name, rest = host[:host.index(":")], host[host.index(":"):]
+    else:
+        return host
+    return name if rest == "" or (rest[0] == ":" and rest[1:].isdigit()) else host
 
 
 class Gate:
@@ -393,7 +401,8 @@ def _one_line_errors(errors) -> str:
     for err in errors:
         field = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path", "header"))
         got = f" (got {err['input']!r})" if isinstance(err.get("input"), (str, int, float)) else ""
-        parts.append(f"{field or 'request'}: {err.get('msg', 'invalid')}{got}"[:200])
+        msg = _CLASS_REPR.sub(r"\1", str(err.get("msg", "invalid")))
+        parts.append(f"{field or 'request'}: {msg}{got}"[:200])
     return "; ".join(parts) or "invalid request"
 
 
