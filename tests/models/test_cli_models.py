@@ -10,6 +10,12 @@ from toonlab.models import build_model, model_names
 from toonlab.models._summary import summarize, translator_gflops
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """Each test measures into (and reads) its own table cache."""
+    monkeypatch.setenv("TOONLAB_CACHE", str(tmp_path / "cache"))
+
+
 def _listing(monkeypatch=None, names=None):
     if names is not None:
         import toonlab.models
@@ -54,3 +60,52 @@ def test_models_describes_a_checkpoint_and_rejects_foreign_files(tmp_path):
     bad.write_bytes(b"junk")
     result = CliRunner().invoke(app, ["models", str(bad)])
     assert result.exit_code == 1 and "error:" in result.output and "Traceback" not in result.output
+
+
+def test_listing_is_cached_per_source_and_torch_version(monkeypatch):
+    import dataclasses
+
+    import toonlab.model_table
+    import toonlab.models._summary
+
+    first = _listing(monkeypatch, ["ctss"])
+    direct = dataclasses.asdict(summarize("ctss"))  # the cached row holds the direct count
+    assert toonlab.model_table.model_table() == [{**direct, "styles": list(direct["styles"])}]
+
+    def no_build(name):
+        raise AssertionError("a cached listing built a model")
+
+    monkeypatch.setattr(toonlab.models._summary, "summarize", no_build)
+    assert _listing() == first
+    monkeypatch.setattr(toonlab.model_table, "version", lambda name: "0.0-other")  # another torch: measured anew
+    with pytest.raises(AssertionError, match="built a model"):
+        _listing()
+
+
+def test_cached_listing_imports_neither_torch_nor_the_models(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    measured = _listing(monkeypatch, ["ctss"])  # fills this test's cache
+    probe = ("import sys; sys.argv = ['toonlab', 'models']\n"
+             "from toonlab.cli import main\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print('imported:', 'torch' in sys.modules, 'toonlab.models' in sys.modules, file=sys.stderr)")
+    warm = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=600)
+    assert "imported: False False" in warm.stderr, warm.stderr
+    assert warm.stdout.splitlines() == measured
+
+
+def test_models_describes_a_run_dir_and_refuses_torchscript_clearly(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_export(build_model("ctss", {"K": 16}), run / "checkpoints" / "export-000004.safetensors")
+    result = CliRunner().invoke(app, ["models", str(run)])
+    assert result.exit_code == 0 and "model: ctss" in result.output, result.output
+    scripted = tmp_path / "g.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(scripted))
+    result = CliRunner().invoke(app, ["models", str(scripted)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and "TorchScript" in result.output and ".safetensors" in result.output

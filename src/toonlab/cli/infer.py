@@ -84,36 +84,76 @@ def _load_translator(model: str | None, classic_knobs: dict | None, *, style, st
     return Translator.load(model, device=device, dtype=dtype, compile=compile_, backend=backend, **common)
 
 
-def _run_translation(command: str, inputs: list[str], out: str, translator, *, suffix: str, ext: str | None,
-                     overwrite: bool, quality: int, progress: bool, smoothing: float, batch_size: int,
-                     verbose: bool = False, stabilize: float | None = None) -> None:
-    """Images through infer/batch.run_batch, videos (files, or found in folders / globs) through
-    infer/video.translate_video (``stabilize``: the Stabilizer's weight, None = off); per-image (tiles) and
-    per-frame progress on stderr; one summary line."""
+def _find_work(command: str, inputs: list[str], out: str, model: str | None, *, smoothing: float,
+               stabilize: float | None) -> tuple[list[str], list]:
+    """The checks that need no model, run before one is loaded or its backend timed: option conflicts, the output
+    folder, the inputs and ``-m``'s file. Returns (image inputs for run_batch, (video, relative path) pairs)."""
+    import glob
+    import os
     from pathlib import Path
 
-    from toonlab.infer.batch import BatchSummary, run_batch
-    from toonlab.infer.video import find_videos, is_video, translate_video
-    from toonlab.io import OutputExistsError, expand_inputs
-    from toonlab.paths import InputIds, contained_relative, symlink_loop, unsafe_output
+    from toonlab.errors import UsageError
+    from toonlab.infer.video import find_videos, is_video
+    from toonlab.io import expand_inputs
+    from toonlab.paths import symlink_loop
 
     if stabilize is not None and smoothing > 0:
-        from toonlab.errors import UsageError
-
         raise UsageError("--smoothing and --stabilize are alternatives: choose one")
     if symlink_loop(out):
-        from toonlab.errors import UsageError
-
         raise UsageError(f"{out}: the output folder is a symlink loop")
+    existing = Path(out)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing == Path(out) and not existing.is_dir():
+        raise UsageError(f"{out}: the output folder is a file")
+    if not os.access(existing.resolve(), os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: cannot write there ({existing} is not writable)")
+    if not any(Path(p).exists() or os.path.islink(p) or (glob.has_magic(p) and glob.glob(p, recursive=True))
+               for p in inputs):
+        raise UsageError(f"no images found in: {' '.join(inputs)}")
+    if model is not None:
+        _check_model_file(model)
     video_pairs = find_videos([p for p in inputs if not symlink_loop(p)], exclude=Path(out))  # loops: run_batch
-    videos = [v for v, _ in video_pairs]
-    if videos:
+    if video_pairs:
         need_extra("video", f"{command} of a video", "av")
     images = [p for p in inputs if not (is_video(p) and Path(p).is_file())]
     loops = [p for p in images if symlink_loop(p)]  # they fail alone in run_batch
     if images and video_pairs and not expand_inputs([p for p in images if p not in loops], exclude=Path(out),
                                                     keep_missing=True):
         images = loops  # folders / globs holding only videos
+    return images, video_pairs
+
+
+def _check_model_file(model: str) -> None:
+    """``-m``: an existing export, run dir or ONNX file — not a TorchScript / pickle archive (a zip file)."""
+    import zipfile
+    from pathlib import Path
+
+    from toonlab.errors import UsageError
+
+    path = Path(model)
+    if not path.exists():
+        raise UsageError(f"{model}: no such checkpoint file or run directory")
+    if path.is_file() and zipfile.is_zipfile(path):
+        raise UsageError(f"{model}: a TorchScript or torch.save file, which -m does not run; give it the export "
+                         f"checkpoint (.safetensors) it came from, a run dir, or an .onnx export")
+
+
+def _run_translation(command: str, work: tuple[list[str], list], out: str, translator, *, suffix: str,
+                     ext: str | None, overwrite: bool, quality: int, progress: bool, smoothing: float,
+                     batch_size: int, verbose: bool = False, stabilize: float | None = None) -> None:
+    """The images of ``work`` (:func:`_find_work`) through infer/batch.run_batch, its videos through
+    infer/video.translate_video (``stabilize``: the Stabilizer's weight, None = off); progress on stderr (a bar
+    on a terminal, plain lines when piped); one summary line."""
+    from pathlib import Path
+
+    from toonlab.infer.batch import BatchSummary, run_batch
+    from toonlab.infer.video import translate_video
+    from toonlab.io import OutputExistsError
+    from toonlab.paths import InputIds, contained_relative, unsafe_output
+
+    images, video_pairs = work
+    videos = [v for v, _ in video_pairs]
     if verbose:
         typer.echo(f"backend: {translator.backend_note or translator.name}", err=True)
 
@@ -162,13 +202,26 @@ def _run_translation(command: str, inputs: list[str], out: str, translator, *, s
     raise typer.Exit(0 if summary.ok else 1)
 
 
+PIPED_FRAMES = 25  # a piped video run prints one progress line per this many frames
+
+
 def _frame_progress(name: str, show: bool):
     """A context giving ``report(done, total, unit)`` for translate_video: a rich bar on stderr with frames,
-    frames/s and ETA (a no-op when ``show`` is False)."""
+    frames/s and ETA; piped, one plain line per ``PIPED_FRAMES`` frames (a no-op when ``show`` is False)."""
     from contextlib import contextmanager, nullcontext
+
+    from toonlab.terminal import LineProgress, is_terminal
 
     if not show:
         return nullcontext(None)
+    if not is_terminal():
+        lines = LineProgress(name, None, "frame", every=PIPED_FRAMES)
+
+        def report_line(done: int, total: int | None, unit: str) -> None:
+            lines.total, lines.unit = total, unit
+            lines.update(done)
+
+        return nullcontext(report_line)
 
     @contextmanager
     def bar_context():
@@ -241,6 +294,8 @@ def cartoonize_cmd(
     failed, 2 usage."""
     classic = dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations, levels=levels,
                    saturation=saturation, line_strength=line_strength, line_threshold=line_threshold)
+    stabilize_w = _stabilize_weight(stabilize, stabilize_weight)
+    work = _find_work("cartoonize", inputs, out, model, smoothing=smoothing, stabilize=stabilize_w)
     translator = _load_translator(model, classic, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
                                   tile=tile, memory_budget=memory_budget, batch_size=batch_size,
@@ -249,9 +304,9 @@ def cartoonize_cmd(
         from toonlab.errors import UsageError
 
         raise UsageError(f"{model}: a cartoon → photo model ({translator.name}); use `toonlab realize`")
-    _run_translation("cartoonize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
+    _run_translation("cartoonize", work, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
                      quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size,
-                     verbose=verbose, stabilize=_stabilize_weight(stabilize, stabilize_weight))
+                     verbose=verbose, stabilize=stabilize_w)
 
 
 @app.command("realize")
@@ -273,6 +328,8 @@ def realize_cmd(
         compile_: bool = _M_OPTS["compile_"], verbose: bool = _M_OPTS["verbose"],
         stabilize: bool = _M_OPTS["stabilize"], stabilize_weight: float = _M_OPTS["stabilize_weight"]):
     """Turn cartoons into photo-like images (Toon2real). Exit 0 all done, 1 some failed, 2 usage."""
+    stabilize_w = _stabilize_weight(stabilize, stabilize_weight)
+    work = _find_work("realize", inputs, out, model, smoothing=smoothing, stabilize=stabilize_w)
     translator = _load_translator(model, None, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
                                   tile=tile, memory_budget=memory_budget, batch_size=batch_size,
@@ -281,9 +338,9 @@ def realize_cmd(
         from toonlab.errors import UsageError
 
         raise UsageError(f"{model}: {translator.name} translates photos to cartoons; use `toonlab cartoonize`")
-    _run_translation("realize", inputs, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
+    _run_translation("realize", work, out, translator, suffix=suffix, ext=ext, overwrite=overwrite,
                      quality=quality, progress=not no_progress, smoothing=smoothing, batch_size=batch_size,
-                     verbose=verbose, stabilize=_stabilize_weight(stabilize, stabilize_weight))
+                     verbose=verbose, stabilize=stabilize_w)
 
 
 @app.command("export")
@@ -320,12 +377,16 @@ def import_weights_cmd(src: str = typer.Argument(..., help="Released weights: an
 
 
 @app.command("models")
-def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint (.safetensors) or an ONNX export "
-                                                          "(.onnx) to describe; omit to list the registered models.")):
-    """List the registered models (networks, parameters, generator GFLOPs at the default size), or describe an
-    export checkpoint's (or ONNX export's) model, config and styles."""
+def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint (.safetensors), a run dir or an "
+                                                          "ONNX export (.onnx) to describe; omit to list the "
+                                                          "registered models.")):
+    """List the registered models (networks, parameters, generator GFLOPs at the default size; measured once per
+    toonlab and torch version, then cached), or describe an export checkpoint's (run dir's, ONNX export's) model,
+    config and styles."""
     import json
 
+    if checkpoint:
+        _check_model_file(checkpoint)
     if checkpoint and checkpoint.lower().endswith(".onnx"):
         need_extra("onnx", "describing an ONNX file", "onnx")
         meta = _onnx_metadata(checkpoint)
@@ -341,8 +402,9 @@ def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint
         return
     if checkpoint:
         from toonlab.checkpoint import read_export_metadata
+        from toonlab.infer.translator import resolve_checkpoint
 
-        meta = read_export_metadata(checkpoint)
+        meta = read_export_metadata(resolve_checkpoint(checkpoint))
         typer.echo(f"model: {meta['model']}")
         typer.echo(f"styles: {', '.join(json.loads(meta.get('styles', '[]'))) or '-'}")
         config = json.loads(meta["config"])
@@ -354,17 +416,14 @@ def models_cmd(checkpoint: str = typer.Argument(None, help="An export checkpoint
         for key, value in config.items():
             typer.echo(f"  {key}: {json.dumps(value)}")
         return
-    from toonlab.models import model_names
-    from toonlab.models._summary import summarize
+    from toonlab.model_table import model_table
 
     typer.echo(f"{'model':<12}{'direction':<15}{'size':>5}  {'G GFLOPs':>9}  networks (trainable parameters)")
-    for name in model_names():
-        if name.startswith("_"):
-            continue
-        s = summarize(name)
-        nets = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in s.params.items())
-        styles = f"  styles: {', '.join(s.styles)}" if s.styles else ""
-        typer.echo(f"{s.name:<12}{s.direction:<15}{s.default_size:>5}  {s.generator_gflops:>9.1f}  {nets}{styles}")
+    for s in model_table():
+        nets = ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in s["params"].items())
+        styles = f"  styles: {', '.join(s['styles'])}" if s["styles"] else ""
+        typer.echo(f"{s['name']:<12}{s['direction']:<15}{s['default_size']:>5}  {s['generator_gflops']:>9.1f}  "
+                   f"{nets}{styles}")
 
 
 def _onnx_metadata(path: str) -> dict[str, str]:

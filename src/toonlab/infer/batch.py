@@ -19,6 +19,7 @@ from toonlab.errors import ConfigError, ToonlabError, UsageError
 from toonlab.io import (DEFAULT_MAX_PIXELS, LoadedImage, OutputExistsError, expand_inputs, output_format,
                         read_image, write_image)
 from toonlab.paths import InputIds, contained_relative, symlink_loop, unsafe_output
+from toonlab.terminal import LineProgress, is_terminal
 
 Report = Callable[[int, int, str], None]  # report(done, total, unit): progress within one image
 # translate(loaded) -> rgb (3,H,W) [0,1]; with run_batch(sub_progress=True): translate(loaded, report)
@@ -95,6 +96,7 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
     root (normalised: always inside ``out_dir``), with ``suffix`` appended to the stem and ``ext`` (png, jpg, webp,
     ...) or the input's extension. An output that would be one of the inputs fails that file.
     Raises UsageError (exit 2) when nothing matched or ``ext`` is not writable; everything else is per file.
+    ``progress``: a Rich bar on a terminal; piped, one plain line per file with rate and ETA.
     ``sub_progress``: ``translate`` is called as ``translate(loaded, report)`` and ``report(done, total, unit)``
     feeds a second progress bar within the image (e.g. its tiles); the bars show even for one image.
     """
@@ -133,7 +135,8 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
         else:
             summary.done.append(dst)
 
-    if progress and (len(pairs) > 1 or sub_progress):
+    piped = progress and not is_terminal()  # a live bar would print nothing: one plain line per file instead
+    if progress and (len(pairs) > 1 or sub_progress) and not piped:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -154,8 +157,11 @@ def run_batch(inputs: Sequence[str | Path], out_dir: str | Path, translate: Tran
                 one(src, rel, report if sub_progress else None)
                 bar.advance(task)
     else:
-        for src, rel in pairs:
+        lines = LineProgress("images", len(pairs), "image") if piped else None
+        for i, (src, rel) in enumerate(pairs, 1):
             one(src, rel)
+            if lines is not None:
+                lines.update(i, note=str(src))
     return summary
 
 

@@ -319,8 +319,11 @@ def _peak_bytes(run: Callable[[], object], device: torch.device) -> int | None:
     return sampler.peak - base
 
 
+CALIBRATION_SIDES = (64, 128)  # the square sides measure_memory runs untiled
+
+
 def measure_memory(forward: TileFn, channels_in: int = 3, multiple: int = 1, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32, sizes: tuple[int, int] = (64, 128)) -> MemoryModel:
+                   dtype: torch.dtype = torch.float32, sizes: tuple[int, int] = CALIBRATION_SIDES) -> MemoryModel:
     """Calibrate the activation peak of ``forward`` (B=1): measure it at two square ``sizes`` (after a warm-up
     call, which absorbs one-off allocations such as weight reorders), fit ``fixed + per_pixel·pixels`` — the
     networks here are fully convolutional, so activations grow linearly in pixels — and scale by

@@ -89,6 +89,19 @@ def resolve_checkpoint(source: str | Path) -> Path:
 
 
 
+def _style_index(style: str | int, styles: tuple[str, ...], model: str) -> int:
+    """Index of ``style`` (name or index) among ``styles``; UsageError listing the valid styles otherwise."""
+    if not styles:
+        raise UsageError(f"model {model!r} has a single style; --style is only for multi-style models")
+    if isinstance(style, int) or (isinstance(style, str) and style.isdigit()):
+        i = int(style)
+        if 0 <= i < len(styles):
+            return i
+    elif style in styles:
+        return styles.index(style)
+    raise UsageError(f"unknown style {style!r} for model {model!r} (valid: {', '.join(styles)})")
+
+
 def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if dtype is None:
         return torch.float32
@@ -262,6 +275,8 @@ class Translator:
 
         model, meta = load_export(path, device="cpu")
         styles = tuple(json.loads(meta.get("styles", "[]")))
+        if common.get("style") is not None:  # a typo fails before the backend is exported and timed
+            _style_index(common["style"], styles, meta["model"])
         wrapper = GeneratorWrapper(model.translator(), bgr=meta.get("input_order", "rgb") == "bgr",
                                    multi_style=bool(styles)).eval()
         for p in wrapper.parameters():
@@ -297,15 +312,7 @@ class Translator:
     # --- styles ------------------------------------------------------------------------------------------------
     def style_index(self, style: str | int) -> int:
         """Index of ``style`` (name or index); UsageError listing the valid styles otherwise."""
-        if not self.styles:
-            raise UsageError(f"model {self.name!r} has a single style; --style is only for multi-style models")
-        if isinstance(style, int) or (isinstance(style, str) and style.isdigit()):
-            i = int(style)
-            if 0 <= i < len(self.styles):
-                return i
-        elif style in self.styles:
-            return self.styles.index(style)
-        raise UsageError(f"unknown style {style!r} for model {self.name!r} (valid: {', '.join(self.styles)})")
+        return _style_index(style, self.styles, self.name)
 
     # --- memory and the tiling decision --------------------------------------------------------------------------
     def memory_model(self) -> tiling.MemoryModel:
@@ -363,15 +370,22 @@ class Translator:
         """Untiled on the translator's backend whenever one padded image's estimated memory there fits the budget
         (several per chunk when they fit); else layer-streamed (exact, one pass's FLOPs) when the network streams
         and its stored maps fit; else untiled through PyTorch when an ONNX Runtime backend's own memory did not
-        fit but PyTorch's does; else tiled — through PyTorch, whose tiles share pooled statistics."""
-        mem, budget = self.memory_model(), self.memory_budget
+        fit but PyTorch's does; else tiled — through PyTorch, whose tiles share pooled statistics. Under the default
+        budget a chunk no larger than the calibration's largest pass runs untiled without calibrating."""
         m = max(self.size_multiple, 1)
         ph, pw = max(height + (-height) % m, self.min_side), max(width + (-width) % m, self.min_side)
-        need = mem.bytes(ph, pw)
+        name, budget = getattr(self.backend, "name", "torch"), self.memory_budget
         src = ("--memory-budget" if not self.budget_is_default else
                "classic, untiled" if self.name == "classic" else
                f"{int(100 * (tiling.CUDA_BUDGET_FRACTION if self.device.type == 'cuda' else tiling.CPU_BUDGET_FRACTION))}"
                f" % of available {'GPU memory' if self.device.type == 'cuda' else 'RAM'}")
+        side, chunk = tiling.CALIBRATION_SIDES[-1], max(1, min(self.batch_size, batch))
+        if self.tile is None and self.budget_is_default and chunk * ph * pw <= side * side:
+            # the calibration would itself run a larger image untiled: skip it (and its seconds) for small inputs
+            return Plan(None, chunk, f"untiled {width}×{height}: no larger than the memory calibration's {side}² "
+                                     f"pass (not calibrated), budget {_mib(budget)} ({src})", backend=name)
+        mem = self.memory_model()
+        need = mem.bytes(ph, pw)
 
         def untiled(model: tiling.MemoryModel, backend: str, why: str = "") -> Plan:
             one = model.bytes(ph, pw)
@@ -379,7 +393,6 @@ class Translator:
             return Plan(None, chunk, f"untiled {width}×{height}: ~{_mib(one)} of activations, budget "
                                      f"{_mib(budget)} ({src}){why}", backend=backend)
 
-        name = getattr(self.backend, "name", "torch")
         if self.tile is None and self.torch_backend is None:
             why = "" if need <= budget else "; over the budget, but a bare ONNX file cannot tile exactly"
             return untiled(mem, name, why)
