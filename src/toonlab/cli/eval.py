@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from toonlab.cli._common import _typer
+from toonlab.terminal import console as terminal_console
 
 app = _typer()
 
@@ -41,7 +42,6 @@ def evaluate_cmd(
     Inception weights (offline) FID/KID are noted as not computed and the rest is scored. With --video: flicker."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     if video is not None:
@@ -61,7 +61,7 @@ def evaluate_cmd(
             continue
         shown = f"{v * 1e3:.3f} ± {res.scores['kid_std'] * 1e3:.3f} (×10³)" if k == "kid" else f"{v:.4f}"
         table.add_row(k, shown)
-    console = Console()
+    console = terminal_console()
     console.print(table)
     console.print("images: " + ", ".join(f"{k} {v}" for k, v in res.counts.items()))
     for n in res.notes:
@@ -79,7 +79,6 @@ def _evaluate_video(video, model, outputs, weight, device, batch_size, json_path
     """``evaluate --video``: a table of warping errors (and SSIM to the per-frame output), optional JSON."""
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from toonlab.errors import UsageError
@@ -96,7 +95,7 @@ def _evaluate_video(video, model, outputs, weight, device, batch_size, json_path
     for name, row in res["streams"].items():
         table.add_row(name, f"{row['warping_error']:.5f}", f"{row['vs_input']:.2f}",
                       f"{row['ssim']:.4f}" if "ssim" in row else "")
-    console = Console()
+    console = terminal_console()
     console.print(table)
     for name, r in res.get("reduction", {}).items():
         console.print(f"{name}: warping error {100 * r:.1f} % lower than per-frame (weight {res['weight']})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from toonlab.cli._common import _typer
+from toonlab.terminal import console as terminal_console
 
 app = _typer(help="Human rating study: serve a local rating page, report mean ± 95 % interval per method.")
 
@@ -29,7 +30,6 @@ def study_serve(folders: list[str] = typer.Argument(..., help="One output folder
 @app.command("report")
 def study_report(db: str = typer.Argument(..., help="The study's SQLite file.")):
     """Mean score ± 95 % confidence interval (Student t) per method."""
-    from rich.console import Console
     from rich.table import Table
 
     from toonlab.eval.study import report
@@ -39,4 +39,4 @@ def study_report(db: str = typer.Argument(..., help="The study's SQLite file."))
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in report(db):
         table.add_row(r.method, str(r.n), f"{r.mean:.2f} ± {r.ci95:.2f}" if r.n > 1 else f"{r.mean:.2f}")
-    Console().print(table)
+    terminal_console().print(table)

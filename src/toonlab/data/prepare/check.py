@@ -117,10 +117,10 @@ def check_dataset(root: str | Path, *, size: int | None = None, hash_threshold: 
 
 def print_report(rep: CheckReport, limit: int = 10) -> None:
     """A rich table of the findings, then up to ``limit`` examples of each problem."""
-    from rich.console import Console
+    from toonlab.terminal import console
     from rich.table import Table
 
-    con = Console()
+    con = console()
     t = Table(title=f"prepare check: {rep.root}")
     t.add_column("item")
     t.add_column("value")

@@ -138,9 +138,9 @@ def write_image_atomic(path: str | Path, rgb: np.ndarray, quality: int = 95) -> 
 
 def report(summary: PrepareSummary, what: str) -> int:
     """Print a one-line summary and one line per failure (to stderr); return the exit code (1 if any failed)."""
-    from rich.console import Console
+    from toonlab.terminal import console
 
-    out, err = Console(), Console(stderr=True)
+    out, err = console(), console(stderr=True)
     extra = "".join(f", {k} {v}" for k, v in summary.extra.items())
     out.print(f"{what}: {summary.done} written, {summary.skipped} already present{extra}, "
               f"{len(summary.failed)} failed", soft_wrap=True, highlight=False)
