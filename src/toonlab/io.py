@@ -12,6 +12,7 @@ full alpha channel, so it is dropped (the colour is written as is, not composite
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import io
 import logging
@@ -22,12 +23,14 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from toonlab.errors import ToonlabError, UsageError
+from toonlab.paths import symlink_loop
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +275,8 @@ def write_image(path: str | Path, rgb, alpha=None, *, overwrite: bool = False, q
 
 
 def _is_image_file(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    """An image by its name, and a file — or a symlink loop, kept so that it fails alone as one unreadable item."""
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and (p.is_file() or symlink_loop(p))
 
 
 def _glob_root(pattern: str) -> Path:
@@ -286,6 +290,73 @@ def _glob_root(pattern: str) -> Path:
     return Path(*root) if root else Path(".")
 
 
+def walk_tree(root: Path, max_depth: int | None = None) -> Iterator[tuple[Path, bool]]:
+    """Every entry below ``root`` (down to ``max_depth`` levels) as ``(path, is_dir)``, depth-first in name order,
+    following symlinked folders — but each real folder (st_dev, st_ino) once: a link back to a folder already
+    walked (itself, a parent) is left out instead of looping for ever. Unreadable folders are skipped; a symlink
+    loop is an entry that is not a folder."""
+    try:
+        st = root.stat()
+    except OSError:
+        return
+    seen = {(st.st_dev, st.st_ino)}
+    stack = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        below = []
+        for entry in entries:
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir()
+                if is_dir:
+                    st = path.stat()
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+            except OSError:  # e.g. ELOOP: a symlink loop is not a folder
+                is_dir = False
+            yield path, is_dir
+            if is_dir and (max_depth is None or depth + 1 < max_depth):
+                below.append((path, depth + 1))
+        stack.extend(reversed(below))
+
+
+def glob_paths(pattern: str, recursive: bool = True) -> tuple[Path, list[tuple[Path, bool]]]:
+    """``(root, [(path, is_dir), …])``: the pattern's fixed folder and the entries matching it, as ``glob.glob``
+    finds them (component by component: ``..`` and plain names literally, wildcards never matching a leading
+    dot, ``**`` — with ``recursive`` — any number of folders), but through :func:`walk_tree`, so that it ends on
+    symlink loops where glob recursed until memory ran out."""
+    root = _glob_root(pattern)
+    current = {root: True}
+    for part in Path(pattern).parts[len(root.parts):]:
+        found: dict[Path, bool] = {}
+        for base in (b for b, is_dir in current.items() if is_dir):
+            if part == "**" and recursive:
+                found[base] = True  # zero folders
+                found.update((p, d) for p, d in walk_tree(base)
+                             if not any(x.startswith(".") for x in p.relative_to(base).parts))
+            elif glob.has_magic(part):
+                found.update((p, d) for p, d in walk_tree(base, 1) if fnmatch.fnmatchcase(p.name, part)
+                             and (not p.name.startswith(".") or part.startswith(".")))
+            elif os.path.lexists(base / part):
+                found[base / part] = (base / part).is_dir()
+        current = found
+    return root, sorted(current.items())
+
+
+def file_key(path: Path) -> Path:
+    """A file's identity for de-duplication: its resolved path, or — a symlink loop — its resolved folder and its
+    name (the same loop reached through another folder link is one item)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13's "Symlink loop from …"
+        return path.parent.resolve() / path.name
+
+
 def expand_inputs(inputs: list[str | Path], recursive: bool = True, exclude: Path | None = None,
                   keep_missing: bool = False) -> list[tuple[Path, Path]]:
     """Resolve files / folders / glob patterns to (file, relative path) pairs, sorted, without duplicates.
@@ -294,21 +365,20 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True, exclude: Pat
     glob's fixed prefix) otherwise. Folders give image files only (by extension, hidden names skipped); a file
     named explicitly is kept whatever its name. With ``keep_missing`` a named path that does not exist is kept
     too, so that a batch reports it as a failed input. Anything under ``exclude`` (e.g. the output folder) is
-    left out.
+    left out. Symlinked folders are searched once each; a symlink loop is kept as a file that will fail to read.
     """
     found: dict[Path, Path] = {}
     excl = exclude.resolve() if exclude is not None else None
 
     def add(f: Path, rel: Path):
-        key = f.resolve()
+        key = file_key(f)
         if excl is not None and (key == excl or excl in key.parents):
             return
         found.setdefault(key, (f, rel))
 
     def add_folder(folder: Path, root: Path):
-        walker = folder.rglob("*") if recursive else folder.glob("*")
-        for f in walker:
-            if _is_image_file(f) and not any(p.startswith(".") for p in f.relative_to(folder).parts[:-1]):
+        for f, is_dir in walk_tree(folder, None if recursive else 1):
+            if not is_dir and _is_image_file(f) and not any(p.startswith(".") for p in f.relative_to(folder).parts):
                 add(f, f.relative_to(root))
 
     for item in inputs:
@@ -319,10 +389,9 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True, exclude: Pat
         elif p.is_file() or (keep_missing and not p.exists() and not glob.has_magic(s)):
             add(p, Path(p.name))
         else:
-            root = _glob_root(s)
-            for m in sorted(glob.glob(s, recursive=recursive)):
-                mp = Path(m)
-                if mp.is_dir():
+            root, matches = glob_paths(s, recursive)
+            for mp, is_dir in matches:
+                if is_dir:
                     add_folder(mp, root)
                 elif _is_image_file(mp):
                     add(mp, mp.relative_to(root) if root != Path(".") else mp)

@@ -38,24 +38,28 @@ def is_video(path: str | Path) -> bool:
 def find_videos(inputs: list[str | Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """Video files named by ``inputs`` — files, folders (searched recursively, hidden names skipped) and glob
     patterns — as sorted unique ``(file, relative path)`` pairs: the path under a named folder, else the file
-    name. Anything under ``exclude`` (the output folder) is left out."""
-    import glob
+    name. Anything under ``exclude`` (the output folder) is left out. Symlinked folders are searched once each
+    (:func:`toonlab.io.walk_tree`); a symlink loop with a video's name is kept, to fail alone when read."""
+    from toonlab.io import file_key, glob_paths, walk_tree
+    from toonlab.paths import symlink_loop
 
     found: dict[Path, tuple[Path, Path]] = {}
     excl = exclude.resolve() if exclude is not None else None
 
     def add(f: Path, rel: Path) -> None:
-        key = f.resolve()
-        if is_video(f) and f.is_file() and not (excl is not None and (key == excl or excl in key.parents)):
+        if not is_video(f) or not (f.is_file() or symlink_loop(f)):
+            return
+        key = file_key(f)
+        if not (excl is not None and (key == excl or excl in key.parents)):
             found.setdefault(key, (f, rel))
 
     for item in inputs:
         p = Path(item)
-        matches = [p] if p.exists() else [Path(m) for m in sorted(glob.glob(str(item), recursive=True))]
-        for m in matches:
-            if m.is_dir():
-                for f in m.rglob("*"):
-                    if not any(part.startswith(".") for part in f.relative_to(m).parts):
+        matches = [(p, p.is_dir())] if p.exists() or symlink_loop(p) else glob_paths(str(item))[1]
+        for m, is_dir in matches:
+            if is_dir:
+                for f, sub in walk_tree(m):
+                    if not sub and not any(part.startswith(".") for part in f.relative_to(m).parts):
                         add(f, f.relative_to(m))
             else:
                 add(m, Path(m.name))
