@@ -147,7 +147,9 @@ class EfficientNetLite0Features(nn.Module):
     two seeds) where the stride-16 features (block 7, 80 ch) were softer (13.9 dB); it is also VGG conv4_4's
     stride. Re-checked by feature inversion (4 skimage photos at 64², 150 Adam steps from gray): block 4 recovers
     11.1 dB PSNR / mean-colour error 0.224, block 7 10.4 dB / 0.260 (block 2: 13.1 dB, but near-pixel features
-    leave little room for stylisation). ``state`` defaults to the packaged file; only the kept layers' keys are read.
+    leave little room for stylisation). Issue 23 (``benchmarks/bench_perceptual.py``, docs/perceptual.md): CTSS's
+    200-step init phase reconstructs the photos at 18.47 dB through block 4 against 18.71 dB through pixel L1. ``state``
+    defaults to the packaged file; only the kept layers' keys are read.
     """
 
     def __init__(self, last_block: int = 4, scale: float = 1.0, state: dict[str, torch.Tensor] | None = None):

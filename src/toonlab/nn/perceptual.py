@@ -22,7 +22,9 @@ short side resized to 256 (bilinear, antialiased), centre 256² crop, mean |f| o
 EfficientNet-Lite0 block 4: 5.724 (7.17 at 64², 6.46 at 128²); random VGG19 conv4_4: 0.0718. ``FEATURE_TARGET`` =
 5.0 is our choice: EfficientNet's own order of magnitude, at which issue 11 measured the paper λs giving
 colour-faithful CTSS outputs on SynthToon, so EfficientNet runs keep that balance (×0.87) and random-feature
-runs get the same balance instead of a content term ~80× weaker.
+runs get the same balance instead of a content term ~80× weaker. It is a calibration by choice — neither matched
+to VGG19 training logs (none obtainable here) nor swept in adversarial training (issue 23, docs/perceptual.md);
+the init phase does not depend on it (Adam is invariant to a constant factor of a single-term loss).
 """
 
 from __future__ import annotations
