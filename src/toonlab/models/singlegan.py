@@ -22,9 +22,9 @@ Init (authors' ``weights_init('xavier')``, applied to G and every D): Xavier-nor
 every Conv, ConvTranspose and Linear, zero on their biases. Under the hook-based spectral norm a module's ``weight``
 is, until the first forward, a view of the same storage as the trained ``weight_orig``, so the authors' in-place
 call initialises ``weight_orig`` itself, std √2·√(2/(fan_in + fan_out)) (PyTorch's default is 1/√(3·fan_in): on
-the 256→256 3×3 residual convs 0.029 against 0.012); ``authors_init`` does the same explicitly. The CBIN scale γ starts at 1 and β at
-0 (``_BatchNorm.reset_parameters``). ``translate`` picks the exported direction (default cartoon → photo, the
-seeds' task).
+the 256→256 3×3 residual convs 0.029 against 0.012); ``authors_init`` does the same explicitly. The CBIN scale γ
+starts at 1 and β at 0 (``_BatchNorm.reset_parameters``). ``translate`` picks the exported direction (default
+cartoon → photo, the seeds' task).
 """
 
 from __future__ import annotations
