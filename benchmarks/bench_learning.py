@@ -9,8 +9,9 @@ SynthToon renders every test scene both as a photo and as its true cartoon, so a
 scored *paired*: PSNR / SSIM of its raw output (no post-processing) against the true cartoon, edge F1 of its Canny
 edges against the true cartoon's (``toonlab.eval.metrics.edge_f1``: the outlines that define a cartoon, matched
 within 2 px), and FID / KID of its outputs to the true-cartoon test set (512 test scenes by default). Reference
-rows on the same test set: the unchanged photos ("identity") and the learning-free classic cartoonizer. Cartoon→photo systems (toon2real, cyclegan) are scored on the inverse task
-(cartoons in, true photos as the target; identity = the cartoons themselves). A multi-style system trains on a
+rows on the same test set: the unchanged photos ("identity") and the learning-free classic cartoonizer.
+Cartoon→photo systems (toon2real, cyclegan) are scored on the inverse task (cartoons in, true photos as the target;
+identity = the cartoons themselves). A multi-style system trains on a
 SynthToon rendered in its styles (``prepare synth --styles``: same scenes, one palette and line weight per style) and
 is scored in its first style, whose test cartoons are the unstyled ones (mean difference < 0.02/255).
 
