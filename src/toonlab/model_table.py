@@ -1,7 +1,7 @@
 """The registry table ``toonlab models`` prints, cached per toonlab source and torch version.
 
 Measuring it builds every registered model and counts its generator's FLOPs (:mod:`toonlab.models._summary`,
-~15 s on two cores); the numbers change only when toonlab's code or torch does, so a listing reads
+~15 s on two cores); the numbers change only when the networks' code or torch does, so a listing reads
 ``$TOONLAB_CACHE/models/table-<key>.json`` and imports neither torch nor the models.
 """
 
@@ -17,15 +17,21 @@ from pathlib import Path
 from toonlab.paths import cache_root
 
 
+KEYED_SOURCES = ("models", "nn", "ops", "config.py", "losses.py", "model_table.py")  # the networks' wiring
+
+
 def source_key() -> str:
-    """Digest of every toonlab ``.py`` file (path and bytes) and the installed torch version."""
+    """Digest of the ``.py`` files the networks are built from (:data:`KEYED_SOURCES`: path and bytes) and the
+    installed torch version."""
     try:
         torch_version = version("torch")
     except PackageNotFoundError:  # a source tree run without an installed torch distribution
         torch_version = "?"
     h = hashlib.sha256(torch_version.encode())
     root = Path(__file__).parent
-    for path in sorted(root.rglob("*.py")):
+    files = [p for name in KEYED_SOURCES for p in ((root / name).rglob("*.py") if (root / name).is_dir()
+                                                    else [root / name])]
+    for path in sorted(files):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:24]
 

@@ -1,6 +1,7 @@
 """Piped runs and cheap checks: plain progress lines when stderr is not a terminal, every check that needs no model
 before one is loaded or its backend timed."""
 
+import json
 import re
 
 import numpy as np
@@ -107,3 +108,23 @@ def test_small_inputs_run_without_memory_calibration(multistyle_ck, monkeypatch)
         t.plan(64, 64, batch=8)  # 8 images together exceed the calibration's pass
     with pytest.raises(AssertionError, match="calibrated"):
         Translator.load(multistyle_ck, device="cpu", memory_budget=1 << 30).plan(64, 64)  # the user's budget
+
+
+def test_memory_calibration_is_cached_across_processes(multistyle_ck, monkeypatch, tmp_path):
+    from toonlab.infer import tiling, translator
+
+    monkeypatch.setenv("TOONLAB_CACHE", str(tmp_path / "cache"))
+    calls = []
+    measure = tiling.measure_memory
+    monkeypatch.setattr(tiling, "measure_memory", lambda *a, **k: calls.append(1) or measure(*a, **k))
+    monkeypatch.setattr(translator, "_MEMORY_MODELS", {})  # a fresh process
+    first = Translator.load(multistyle_ck, device="cpu").memory_model()
+    assert len(calls) == 1
+    monkeypatch.setattr(translator, "_MEMORY_MODELS", {})  # the next command: read from the disk cache
+    assert Translator.load(multistyle_ck, device="cpu").memory_model() == first and len(calls) == 1
+    stored, = (tmp_path / "cache" / "memory").glob("*.json")
+    stored.write_text('{"fixed": -1, "per_pixel": "x"}')  # malformed: calibrated again, rewritten
+    monkeypatch.setattr(translator, "_MEMORY_MODELS", {})
+    again = Translator.load(multistyle_ck, device="cpu").memory_model()
+    assert len(calls) == 2 and again.per_pixel > 0  # (the heap's sampling varies from run to run)
+    assert json.loads(stored.read_text()) == {"fixed": again.fixed, "per_pixel": again.per_pixel}

@@ -30,8 +30,8 @@ from toonlab.device import (KEPT_HEAP_FACTOR, cpu_heap_tunable, keep_cpu_heap, r
                             trim_cpu_heap)
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.infer import streaming, tiling
-from toonlab.infer.backends import (AUTO_TIMING_SIDE, OrtBackend, TorchBackend, cached_onnx, faster_backend,
-                                   onnx_metadata, ort_missing_reason)
+from toonlab.infer.backends import (AUTO_TIMING_SIDE, OrtBackend, TorchBackend, _read_json, _write_json,
+                                   cached_onnx, faster_backend, onnx_metadata, ort_missing_reason)
 from toonlab.infer.postprocess import PostProcess
 
 _MEMORY_MODELS: dict[tuple, tiling.MemoryModel] = {}  # Translator.memory_model's per-architecture measurements
@@ -87,6 +87,27 @@ def resolve_checkpoint(source: str | Path) -> Path:
                            "(expected latest.safetensors or checkpoints/export-*.safetensors)")
     return max(exports, key=lambda f: int(re.sub(r"\D", "", f.stem) or 0))
 
+
+
+def _memory_model_file(key: tuple) -> Path:
+    """Where the calibration of architecture ``key`` is cached: per torch version, heap setting and GPU model."""
+    import hashlib
+
+    from toonlab.paths import cache_root
+
+    gpu = torch.cuda.get_device_name(torch.device(key[3])) if key[3].startswith("cuda") else ""
+    text = json.dumps([*key, torch.__version__, cpu_heap_tunable(), gpu])
+    return cache_root() / "memory" / f"{hashlib.sha256(text.encode()).hexdigest()[:32]}.json"
+
+
+def _stored_memory_model(key: tuple) -> tiling.MemoryModel | None:
+    """The cached calibration of ``key``, or None (absent, unreadable, malformed: calibrated again)."""
+    stored = _read_json(_memory_model_file(key))
+    try:
+        fixed, per_pixel = float(stored["fixed"]), float(stored["per_pixel"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return tiling.MemoryModel(fixed, per_pixel) if fixed >= 0 and per_pixel > 0 else None
 
 
 def _style_index(style: str | int, styles: tuple[str, ...], model: str) -> int:
@@ -317,15 +338,15 @@ class Translator:
     # --- memory and the tiling decision --------------------------------------------------------------------------
     def memory_model(self) -> tiling.MemoryModel:
         """The measured activation peak of one PyTorch forward pass: calibrated on first use, once per
-        architecture (model, config, device, dtype, memory format) in a process — activations do not depend on the
-        weights, so every load of the same network (an eval hook's exports, a server's reloads) shares one
-        measurement. On CPU where untiled passes keep freed memory (:func:`toonlab.device.keep_cpu_heap`), scaled
+        architecture (model, config, device, dtype, memory format) — activations do not depend on the weights, so
+        every load of the same network (an eval hook's exports, a server's reloads, the next command) shares one
+        measurement, kept in the process and in ``$TOONLAB_CACHE/memory`` (per torch version and heap setting). On CPU where untiled passes keep freed memory (:func:`toonlab.device.keep_cpu_heap`), scaled
         by ``KEPT_HEAP_FACTOR`` for the heap's fragmentation. A bare ONNX file (no PyTorch module):
         :meth:`ort_memory_model`, else 2 KiB per pixel."""
         if self._memory_model is None and self.torch_backend is None:
             self._memory_model = self.ort_memory_model() or tiling.MemoryModel(0.0, 2048.0)
-        if self._memory_model is None:
-            self._memory_model = _MEMORY_MODELS.get(self._memory_key) if self._memory_key else None
+        if self._memory_model is None and self._memory_key:
+            self._memory_model = _MEMORY_MODELS.get(self._memory_key) or _stored_memory_model(self._memory_key)
         if self._memory_model is None:
             probe_style = self._style_tensor(1, None)
             tb = self.torch_backend
@@ -335,7 +356,9 @@ class Translator:
                 mem = tiling.MemoryModel(KEPT_HEAP_FACTOR * mem.fixed, KEPT_HEAP_FACTOR * mem.per_pixel)
             self._memory_model = mem
             if self._memory_key:
-                _MEMORY_MODELS[self._memory_key] = self._memory_model
+                _write_json(_memory_model_file(self._memory_key), {"fixed": mem.fixed, "per_pixel": mem.per_pixel})
+        if self._memory_key:
+            _MEMORY_MODELS[self._memory_key] = self._memory_model
         return self._memory_model
 
     def ort_memory_model(self) -> tiling.MemoryModel | None:
