@@ -657,6 +657,10 @@ class Trainer:
     def _translator(self) -> nn.Module:
         return self.ema if self.ema is not None else self.model.translator()
 
+    def export_source(self):
+        """What ``save_export`` writes: the model, or its EMA translator's weights (call inside D.unwrapped)."""
+        return _EMAExport(self.model, self.ema) if self.ema is not None else self.model
+
     @torch.no_grad()
     def _sample(self) -> None:
         if not self.dist.is_main or self.val is None or len(self.val) == 0:
@@ -703,8 +707,7 @@ class Trainer:
         extra = {"step": self.step, "epoch": self.epoch, "phase": self.phase_name}
         export = self.ckpt_dir / f"export-{self.step:07d}.safetensors"
         with D.unwrapped(self.model.networks):
-            src = _EMAExport(self.model, self.ema) if self.ema is not None else self.model
-            save_export(src, export, extra=extra)
+            save_export(self.export_source(), export, extra=extra)
         if improved:
             _copy_atomic(export, self.ckpt_dir / "best.safetensors")
         _copy_atomic(export, self.ckpt_dir / "latest.safetensors")
