@@ -3,13 +3,52 @@
 from __future__ import annotations
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from toonlab.errors import ToonlabError
 
 
+_METAVARS = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT"}
+
+
+class _PlainOption(TyperOption):
+    """Help shows click's metavars (TEXT, INTEGER, FLOAT, a choice) instead of Typer's ``<str>``; a flag none."""
+
+    def display_type_rich(self, ctx):
+        if self.is_flag:
+            return None
+        if self.metavar:
+            return self.metavar
+        label = self.display_type(ctx)[1:-1].removeprefix("list[").removesuffix("]")  # "<list[str]>" → "str"
+        label = label.removesuffix(" range")
+        return _METAVARS.get(label, label.upper() if "|" not in label else f"[{label}]")
+
+
+class _PlainArgument(TyperArgument):
+    """Help names an argument in capitals (``INPUTS...``, ``[CONFIG]``) without a ``<list[str]>`` type."""
+
+    def display_type_rich(self, ctx):
+        return None
+
+    def _rich_display_name(self) -> str:
+        return self.display_name_raw.upper() + ("..." if self.nargs != 1 else "")
+
+    def _usage_display_name(self) -> str:
+        name = self._rich_display_name()
+        return name if self.required else f"[{name}]"
+
+
+def _plain_help(params: list) -> None:
+    for p in params:
+        if type(p) is TyperOption:
+            p.__class__ = _PlainOption
+        elif type(p) is TyperArgument:
+            p.__class__ = _PlainArgument
+
+
 class _OneLineErrors(TyperGroup):
-    """Click group that turns ToonlabError into a one-line message and its exit code (also under CliRunner)."""
+    """Click group that turns ToonlabError into a one-line message and its exit code (also under CliRunner), and
+    whose commands' help shows plain metavars."""
 
     def invoke(self, ctx):
         try:
@@ -17,6 +56,17 @@ class _OneLineErrors(TyperGroup):
         except ToonlabError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(e.exit_code) from None
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        _plain_help(params)
+        return params
+
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            _plain_help(cmd.get_params(ctx))
+        return cmd
 
 
 def need_extra(extra: str, what: str, *modules: str) -> None:
