@@ -42,9 +42,8 @@ from toonlab import __version__
 from toonlab.errors import ToonlabError
 from toonlab.infer.postprocess import PostProcess
 from toonlab.io import ImageReadError, decode_image, encode_image
-from toonlab.serve.config import API_KEY_ENV, OUTPUT_FORMATS, ServeConfig
+from toonlab.serve.config import API_KEY_ENV, OUTPUT_FORMATS, TIMEOUT_SCOPE_KEY, ServeConfig
 from toonlab.serve.models import ServedModel, load_models
-from toonlab.serve.server import TIMEOUT_SCOPE_KEY
 from toonlab.serve.worker import QueueFull, WorkerPool
 
 # multipart framing (boundaries, part headers, the small form fields) on top of the file's own bytes

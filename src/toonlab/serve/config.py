@@ -12,6 +12,9 @@ from toonlab.errors import UsageError
 KNOWN_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
 API_KEY_ENV = "TOONLAB_API_KEY"
+# scope key through which the server's protocol (serve/server.py) tells the app's Gate that it ended a request with
+# 408; here so that the app imports without uvicorn
+TIMEOUT_SCOPE_KEY = "toonlab.read_timeout"
 # bind addresses that only this machine reaches, and the Host names a browser sends for them
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
 

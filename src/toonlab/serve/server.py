@@ -37,10 +37,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from toonlab.serve.config import ServeConfig
+from toonlab.serve.config import TIMEOUT_SCOPE_KEY, ServeConfig
 
-# scope key through which the protocol tells the Gate (toonlab.serve.app) that it ended a request with 408
-TIMEOUT_SCOPE_KEY = "toonlab.read_timeout"
 # paths answered however many connections are open (uvicorn's limit_concurrency does not apply to them)
 UNLIMITED_PATHS = ("/healthz",)
 
