@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from toonlab.config import from_dict, load_yaml, merge, parse_overrides, ranged, to_dict
+from toonlab.config import check_memory, from_dict, load_yaml, merge, parse_overrides, ranged, to_dict
 from toonlab.errors import ConfigError
 
 
@@ -152,6 +152,10 @@ def _check(cfg: RunConfig, default_size: int) -> None:
     size = d.size or default_size
     if d.resize not in (None, 0) and d.resize < size:
         raise ConfigError(f"data.resize: must be 0, null or >= the crop size {size}, got {d.resize}")
+    # the images of one step alone (photos and cartoons, float32 RGB): data.size=100000 or batch_size=1e12 grew
+    # until the kernel stepped in (and a step that never ends ignores SIGTERM)
+    check_memory(d.batch_size * t.grad_accum * 2 * 3 * max(size, d.resize or 0) ** 2 * 4,
+                 f"data.batch_size {d.batch_size} × train.grad_accum {t.grad_accum} images of data.size {size}²")
     for name, n in t.phase_steps.items():
         if n < 0:
             raise ConfigError(f"train.phase_steps.{name}: must be >= 0, got {n}")
