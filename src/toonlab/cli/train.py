@@ -26,6 +26,9 @@ def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. con
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from toonlab.train.distributed import launch
 
+        if resume is None:
+            _check_before_launch(config, overrides)
+
         args = ([config] if config else []) + overrides
         args += ["--resume", resume] if resume else []
         args += ["--init-from", init_from] if init_from else []
@@ -56,3 +59,15 @@ def train_cmd(config: str = typer.Argument(None, help="Run config YAML (e.g. con
         raise typer.Exit(0 if os.environ.get(LAUNCHED_ENV) else 128 + signal.Signals[result["interrupted"]].value)
     if main_rank:
         typer.echo(f"trained to step {result['step']}: {result['export']}")
+
+
+def _check_before_launch(config: str | None, overrides: list[str]) -> None:
+    """What each of --nproc's workers checks first (the config, the data folders), checked once here: a mistake is
+    one line instead of one per worker under torchrun's failure report."""
+    from toonlab.data.datasets import discover
+    from toonlab.errors import UsageError
+    from toonlab.train.config import load_run_config
+
+    if config is None:
+        raise UsageError("give a CONFIG file (or --resume RUN_DIR)")
+    discover(load_run_config(config, overrides).data, requires=())
