@@ -7,7 +7,8 @@
 For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
 (configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
 steps of a phase (from metrics.jsonl; data loading with workers=0 included); ``cpu_s``: the process CPU time
-of the whole fit (steadier than wall time on a loaded machine). Prints one JSON object.
+of the whole fit (steadier than wall time on a loaded machine); with ``train.profile=N`` among the overrides the
+profiler's summary (train/profile.py) as ``profile``. Prints one JSON object.
 ``--baseline-src``: before/after on a shared machine — this benchmark runs alternately (A, B, A, B, …, ``--rounds``
 each) in fresh processes on another source tree (e.g. ``git archive OLD src | tar -x -C /tmp/old``) and on this
 one; the JSON has every run, each side's best images/s per phase and the ratio this/baseline.
@@ -89,6 +90,9 @@ def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | Non
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     recs = [json.loads(x) for x in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     out = {"size": size, "batch": batch, "perceptual": vgg, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+    summary = trainer.run_dir / "profile" / "summary.json"
+    if summary.is_file():  # train.profile=N among the overrides
+        out["profile"] = json.loads(summary.read_text())
     for p in phases:
         ips = [r["images_per_s"] for r in recs if r.get("phase") == p][warmup:]
         out[f"{p}_images_per_s"] = round(float(np.mean(ips)), 3) if ips else None
