@@ -8,6 +8,9 @@ nothing. ``report(db)`` gives mean ± 95 % t-interval per method.
 
 Methods are folders of outputs with the same file names (e.g. ``OUT/outputs/<row>/<dataset>`` of an experiment);
 only photos present in every folder are shown. stdlib only (``http.server``, ``sqlite3``), bound to 127.0.0.1.
+Like ``toonlab serve`` it checks the Host header (loopback names on a loopback bind: DNS rebinding), gives a
+request ``request_timeout_s`` to arrive in full and serves at most ``max_connections`` at once (slow clients
+neither pile up threads nor lock raters out); a rater asking for the next photo again gets the same open trial.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import socket
 import sqlite3
 import threading
 import uuid
@@ -25,6 +29,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from toonlab.errors import UsageError
+from toonlab.serve.config import default_allowed_hosts, foreign_host
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS methods (name TEXT PRIMARY KEY, folder TEXT NOT NULL);
@@ -35,6 +40,8 @@ CREATE TABLE IF NOT EXISTS ratings (rater TEXT NOT NULL, photo TEXT NOT NULL, me
                                     created REAL DEFAULT (julianday('now')), PRIMARY KEY (rater, photo, method));
 """
 MAX_BODY = 4096
+REQUEST_TIMEOUT_S = 10.0  # request line, headers and body must arrive within this (our choice, as toonlab serve's)
+MAX_CONNECTIONS = 32  # served at once; beyond, a new connection is closed at once (a study has a few raters)
 
 
 @dataclass
@@ -111,19 +118,49 @@ document.getElementById('next').onclick = load; load();
 </script></body></html>"""
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """At most ``limit`` connections are served at once; beyond, a new one is closed unanswered."""
+
+    daemon_threads = True
+    request_queue_size = 64  # the listen backlog (socketserver's 5 made a burst of connections wait for SYN retries)
+
+    def __init__(self, address, handler, limit: int):
+        self._slots = threading.BoundedSemaphore(limit)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class StudyServer:
     """The rating server: ``start()`` serves in a thread (for tests), ``serve_forever()`` blocks (CLI)."""
 
     def __init__(self, data: StudyData, db: str | Path, host: str = "127.0.0.1", port: int = 8765,
-                 seed: int | None = None):
+                 seed: int | None = None, request_timeout_s: float = REQUEST_TIMEOUT_S,
+                 max_connections: int = MAX_CONNECTIONS):
         self.data, self.db = data, Path(db)
+        self.allowed_hosts = default_allowed_hosts(host)
+        self.request_timeout_s = request_timeout_s
         self.con = _connect(self.db)
         self.lock = threading.Lock()
         self.rng = random.Random(seed)
         with self.lock:
             self.con.executemany("INSERT OR REPLACE INTO methods VALUES (?, ?)",
                                  [(n, str(p)) for n, p in data.methods.items()])
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
+        self.httpd = _BoundedServer((host, port), self._handler(), max_connections)
         self.thread: threading.Thread | None = None
 
     @property
@@ -140,6 +177,12 @@ class StudyServer:
             todo = [p for p in self.data.photos if p not in rated]
             if not todo:
                 return {"done": True, "total": len(self.data.photos), "index": len(self.data.photos)}
+            last = self.con.execute("SELECT id, photo, slots FROM trials WHERE rater=? ORDER BY rowid DESC LIMIT 1",
+                                    (rater,)).fetchone()
+            if last is not None and last[1] in todo and sorted(json.loads(last[2])) == sorted(self.data.methods):
+                # still open (a reload, a second tab, a client calling in a loop): the same trial, no new row
+                return {"done": False, "trial": last[0], "slots": len(self.data.methods),
+                        "total": len(self.data.photos), "index": len(self.data.photos) - len(todo)}
             photo = self.rng.choice(todo)
             slots = list(self.data.methods)
             self.rng.shuffle(slots)
@@ -167,10 +210,40 @@ class StudyServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = server.request_timeout_s  # per read; the deadline below bounds the whole request
+
+            def setup(self):
+                super().setup()
+                self._timed_out = False
+                # a request still arriving at the deadline is cut off (the socket shut: its reads end at once)
+                self._deadline = threading.Timer(server.request_timeout_s, self._cut_off)
+                self._deadline.start()
+
+            def _cut_off(self):
+                self._timed_out = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def finish(self):
+                self._deadline.cancel()
+                super().finish()
+
+            def parse_request(self) -> bool:
+                if self._timed_out or not super().parse_request():  # cut off: what arrived is not a request
+                    return False
+                if foreign_host(self.headers.get("Host", ""), server.allowed_hosts) is not None:
+                    self._json({"error": "host not served here (DNS rebinding?)"}, HTTPStatus.MISDIRECTED_REQUEST)
+                    return False
+                return True
+
             def log_message(self, *args):  # quiet: the CLI prints the URL once
                 pass
 
             def _send(self, status, body: bytes, ctype: str):
+                if self._timed_out:  # nobody to answer
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -184,6 +257,7 @@ class StudyServer:
             def do_GET(self):
                 u = urlparse(self.path)
                 q = {k: v[0] for k, v in parse_qs(u.query).items()}
+                self._deadline.cancel()  # the request is in
                 if u.path == "/":
                     return self._send(HTTPStatus.OK, _PAGE.encode(), "text/html; charset=utf-8")
                 if u.path == "/api/next":
@@ -211,7 +285,9 @@ class StudyServer:
                 if n > MAX_BODY:
                     return self._json({"error": "body too large"}, HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
                 try:
-                    body = json.loads(self.rfile.read(n) or b"{}")
+                    data = self.rfile.read(n)
+                    self._deadline.cancel()
+                    body = json.loads(data or b"{}")
                     server.record(str(body["trial"]), int(body["slot"]), int(body["score"]))
                 except (ValueError, KeyError, TypeError) as e:
                     return self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)

@@ -119,21 +119,6 @@ _BODY_TAIL_KEY = "toonlab.body_tail"
 _TAIL_BYTES = 128  # a multipart close delimiter is "--" + boundary (≤ 70 characters, RFC 2046) + "--" + CRLF
 
 
-def _host_name(host: str) -> str:
-    """The name of a Host header without its port, lower-case: ``[::1]:8000`` → ``[::1]``, ``a.b:80`` → ``a.b``.
-    Anything after the name but a numeric port stays (``[::1].evil.com``, ``localhost:x.evil``), so it matches no
-    allowed name."""
-    host = host.strip().lower()
-    if host.startswith("[") and "]" in host:
-        end = host.index("]") + 1
-        name, rest = host[:end], host[end:]
-    elif host.count(":") == 1:
-        name, rest = host[:host.index(":")], host[host.index(":"):]
-    else:
-        return host
-    return name if rest == "" or (rest[0] == ":" and rest[1:].isdigit()) else host
-
-
 class Gate:
     """Outermost ASGI layer: request id, Host check, API key on /v1/*, body-size limit, access log (499 for a client
     that left before its answer, 408 for one the connection protocol timed out).
@@ -199,8 +184,8 @@ class Gate:
         try:
             path = scope.get("path", "")
             length = headers.get("content-length", "")
-            host = _host_name(headers.get("host", ""))
-            if not self._host_allowed(host):  # DNS rebinding: a foreign name resolving to our address
+            host = self.config.foreign_host(headers.get("host", ""))
+            if host is not None:  # DNS rebinding: a foreign name resolving to our address
                 await reject(421, f"host {host[:100]!r} is not served here (allowed: "
                                   f"{', '.join(self.config.allowed_hosts)}; see --allowed-hosts)")
             elif path.startswith("/v1/") and self.config.api_key and not self._authorized(headers):
@@ -227,12 +212,6 @@ class Gate:
                             "path": scope.get("path"), "status": st["status"], "bytes_in": st["bytes_in"],
                             "bytes_out": st["bytes_out"], "latency_ms": round((time.perf_counter() - t0) * 1e3, 2),
                             "client": (scope.get("client") or [None])[0]})
-
-    def _host_allowed(self, host: str) -> bool:
-        for allowed in self.config.allowed_hosts:
-            if allowed == "*" or host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:])):
-                return True
-        return False
 
     def _authorized(self, headers: dict) -> bool:
         given = headers.get("x-api-key") or ""

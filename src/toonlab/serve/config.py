@@ -29,6 +29,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def host_name(host: str) -> str:
+    """The name of a Host header without its port, lower-case: ``[::1]:8000`` → ``[::1]``, ``a.b:80`` → ``a.b``.
+    Anything after the name but a numeric port stays (``[::1].evil.com``, ``localhost:x.evil``), so it matches no
+    allowed name."""
+    host = host.strip().lower()
+    if host.startswith("[") and "]" in host:
+        end = host.index("]") + 1
+        name, rest = host[:end], host[end:]
+    elif host.count(":") == 1:
+        name, rest = host[:host.index(":")], host[host.index(":"):]
+    else:
+        return host
+    return name if rest == "" or (rest[0] == ":" and rest[1:].isdigit()) else host
+
+
+def foreign_host(header: str, allowed: tuple[str, ...]) -> str | None:
+    """The host name of a Host ``header`` when none of ``allowed`` (names, ``*.suffix``, ``*``) admits it, else
+    None. Against DNS rebinding: a page on a foreign name that resolves to our address sends that name."""
+    host = host_name(header)
+    for name in allowed:
+        if name == "*" or host == name or (name.startswith("*.") and host.endswith(name[1:])):
+            return None
+    return host
+
+
+def default_allowed_hosts(bind: str) -> tuple[str, ...]:
+    """Loopback names (and the bind address) for a loopback bind, else any name."""
+    return (*LOOPBACK_NAMES, bind) if is_loopback(bind) else ("*",)
+
+
 @dataclass
 class ServeConfig:
     """Everything `create_app` needs. Limits are per request unless said otherwise."""
@@ -66,7 +96,7 @@ class ServeConfig:
         if bad:
             raise UsageError(f"serve: unknown upload format {bad[0]!r} (known: {', '.join(KNOWN_FORMATS)})")
         if self.allowed_hosts is None:
-            self.allowed_hosts = (*LOOPBACK_NAMES, self.host) if is_loopback(self.host) else ("*",)
+            self.allowed_hosts = default_allowed_hosts(self.host)
         self.allowed_hosts = tuple(dict.fromkeys(h.strip().lower() for h in self.allowed_hosts if h.strip()))
         checks = {"port": 0 <= self.port < 65536, "max_upload_bytes": self.max_upload_bytes > 0,
                   "max_pixels": self.max_pixels > 0, "allowed_formats": bool(self.allowed_formats),
@@ -79,6 +109,10 @@ class ServeConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise UsageError(f"serve: invalid {bad[0]}={getattr(self, bad[0])!r}")
+
+    def foreign_host(self, header: str) -> str | None:
+        """The Host ``header``'s name when ``allowed_hosts`` does not admit it, else None (:func:`foreign_host`)."""
+        return foreign_host(header, self.allowed_hosts)
 
     @classmethod
     def from_env(cls, **kw) -> ServeConfig:
