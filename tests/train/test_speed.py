@@ -76,7 +76,7 @@ def test_profile_summary_and_its_scalar_reads(tmp_path, tiny_data):
     assert [r["G/loss"] for r in recs] == [r["G/loss"] for r in recs_p]
     s = json.loads((tmp_path / "prof" / "profile" / "summary.json").read_text())
     assert s["steps"] == 3 and s["device"] == "cpu"
-    assert s["scalar_reads_per_step"] == {"optimizer": 8.0, "other": 2.0}
+    assert s["scalar_reads_per_step"] == {"optimizer": 8.0, "data": 0.0, "step": 2.0}
     assert s["wall_ms_per_step"] > 0 and 0 < s["data_wait_ms_per_step"] < s["wall_ms_per_step"]
     assert 0 < s["train_step_ms_per_step"] < s["wall_ms_per_step"]
     assert any(r["op"] == "aten::convolution" for r in s["host_ops"]) and s["kernel_launches_per_step"] == 0

@@ -5,9 +5,10 @@ data-loader wait (``toonlab::data``: the next batch from the loader and its copy
 step (``toonlab::step``) and the rest (logging, samples, checkpoints); the ops with the most self time on the host
 and on the device; and per step the kernel launches, the host↔device synchronisations (``cudaStreamSynchronize``,
 ``cudaDeviceSynchronize``, blocking ``cudaMemcpy``) and the scalar reads that cause them (``aten::item`` /
-``aten::_local_scalar_dense``, i.e. ``.item()``, ``float(t)``, ``bool(t)``), split into those inside the optimiser
-step (the non-fused Adam reads its per-parameter step counters, host tensors: no sync) and the rest, which are
-synchronisations once the run is on a GPU. On CPU they are counted all the same.
+``aten::_local_scalar_dense``, i.e. ``.item()``, ``float(t)``, ``bool(t)``), split by where they happen: in the
+optimiser step (the non-fused Adam reads its per-parameter step counters, host tensors: no sync), in the data
+fetch (host tensors of the loader; in worker processes when ``data.workers`` > 0) and in the rest of the training
+step — those are synchronisations once the run is on a GPU. On CPU they are counted all the same.
 """
 
 from __future__ import annotations
@@ -86,14 +87,15 @@ def _device_time(e) -> float:
 
 
 def _scalar_reads(events) -> dict[str, int]:
-    """Scalar reads among the profiled ``events`` (FunctionEvents), by whether an optimiser step encloses them."""
-    out = {"optimizer": 0, "other": 0}
+    """Scalar reads among the profiled ``events`` (FunctionEvents) by their enclosing range: the optimiser step,
+    the data fetch, or the rest ("step")."""
+    out = {"optimizer": 0, "data": 0, "step": 0}
     for e in events:
         if e.name == "aten::_local_scalar_dense":  # what every .item() / float() / bool() of a tensor ends in
             p = e.cpu_parent
-            while p is not None and not p.name.startswith("Optimizer.step"):
+            while p is not None and not (p.name.startswith("Optimizer.step") or p.name == "toonlab::data"):
                 p = p.cpu_parent
-            out["optimizer" if p is not None else "other"] += 1
+            out["step" if p is None else "data" if p.name == "toonlab::data" else "optimizer"] += 1
     return out
 
 
