@@ -254,7 +254,7 @@ def pack(out: Path, work: Path, data: Path, systems: dict) -> dict:
                 tar.add(f, arcname=f"{name}/{f.relative_to(outs)}")
                 size, kept = size + f.stat().st_size + 1024, kept + 1
         files[f"{name}.tar"] = {"outputs": kept, "export_included": export.stat().st_size < MAX_FILE // 2}
-        if len(files) >= 5:  # results.json, log.txt, grid.png + 5 archives = 8 files
+        if len(files) >= 4:  # results.json, log.txt, grid.png, 4 archives + the caller's stderr log = 8 files
             break
     grid = torch.cat([torch.cat([read_image(p).rgb for p in row], dim=2) for row in rows], dim=1)
     write_image(out / "grid.png", grid, overwrite=True)
