@@ -388,7 +388,7 @@ def plot(result: dict, path: Path) -> None:
                 (line,) = ax.plot(steps, vals.mean(0), marker="o", label=label)
                 if len(vals) > 1:  # the spread over seeds, in the line's colour
                     ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.15, color=line.get_color())
-            for name, ref in result["references"][task].items():
+            for name, ref in result["references"].get(task, {}).items():
                 if ref.get(m) is not None:
                     ax.axhline(ref[m], linestyle="--", linewidth=1, color="gray")
                     ax.annotate(name, (0, ref[m]), xycoords=("axes fraction", "data"), fontsize=7, color="gray")
@@ -436,45 +436,58 @@ def main() -> None:
                           n_test=args.n_test)
     _, photos = load_rgb(data / "test/photos")
     _, cartoons = load_rgb(data / "test/cartoons")
-    scorers = {"photo2cartoon": Scorer(cartoons), "cartoon2photo": Scorer(photos)}
     inputs = {"photo2cartoon": photos, "cartoon2photo": cartoons}
-    classic = torch.cat([cartoonize_classic(p[None]) for p in photos])
-    p2c, c2p, nb = scorers["photo2cartoon"], scorers["cartoon2photo"], args.bootstrap
+    targets = {"photo2cartoon": cartoons, "cartoon2photo": photos}
+    scorers: dict[str, Scorer] = {}
+
+    def scorer(task: str) -> Scorer:  # built on first use: each one extracts its target set's features once
+        if task not in scorers:
+            scorers[task] = Scorer(targets[task])
+        return scorers[task]
+
+    nb = args.bootstrap
     result = {
         "benchmark": "learning_synthtoon", "size": args.size, "batch": args.batch, "steps": args.steps,
         "init_fraction": args.init_fraction, "train_images": args.n, "test_images": len(photos),
         "seeds": [int(s) for s in args.seeds.split(",")], "torch": torch.__version__,
         "threads": torch.get_num_threads(), "env": environment(data), "bootstrap": nb,
-        "fid_weights": p2c.weights, "fid_error": p2c.fid_error,
-        "references": {
-            "photo2cartoon": {"identity": p2c.reference(photos, nb), "classic": p2c.reference(classic, nb),
-                              "classic_keep_colors": p2c.reference(PostProcess(keep_colors=True)(classic, photos),
-                                                                   nb)},
-            "cartoon2photo": {"identity": c2p.reference(cartoons, nb)},
-        },
-        "systems": {},
+        "fid_weights": scorer("photo2cartoon").weights, "fid_error": scorer("photo2cartoon").fid_error,
+        "references": {}, "systems": {},
     }
     out_path = Path(args.out)
-    if out_path.exists():  # merge: earlier invocations' systems / seeds at the same settings are kept
+    if out_path.exists():  # merge: earlier invocations' systems / seeds / references at the same settings are kept
         old = json.loads(out_path.read_text())
         same = ("size", "batch", "steps", "init_fraction", "train_images", "test_images", "fid_weights",
                 "bootstrap")
         if any(old.get(k) != result[k] for k in same):
             ap.error(f"{out_path} holds results at other settings: give another --out")
-        result["systems"] = old["systems"]
         if old.get("env", {}).get("data_sha256") != result["env"]["data_sha256"]:
             ap.error(f"{out_path} was measured on other data (SHA-256 differs): give another --out")
+        result["systems"], result["references"] = old["systems"], old.get("references", {})
         if "rerun" in old:
             result["rerun"] = old["rerun"]
         if args.rescore:
             result["seeds"], result["wall_s"] = old["seeds"], old.get("wall_s")
-    if args.rescore:
-        rescore(result, Path(args.work), inputs, scorers)
-    t0 = time.perf_counter()
-    for spec in ([] if args.rescore else args.systems.split(",")):
-        label, config = parse_system(spec)
+    specs = [] if args.rescore else [parse_system(spec) for spec in args.systems.split(",")]
+    models = {}
+    for label, config in specs:
         model_cfg = load_run_config(config).model
-        model = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"})
+        models[label] = build_model(model_cfg["name"], {k: v for k, v in model_cfg.items() if k != "name"})
+    tasks = {m.direction for m in models.values()} | {e["task"] for e in result["systems"].values()}
+    refs = result["references"]
+    if "photo2cartoon" in tasks and "photo2cartoon" not in refs:
+        classic = torch.cat([cartoonize_classic(p[None]) for p in photos])
+        p2c = scorer("photo2cartoon")
+        refs["photo2cartoon"] = {"identity": p2c.reference(photos, nb), "classic": p2c.reference(classic, nb),
+                                 "classic_keep_colors": p2c.reference(PostProcess(keep_colors=True)(classic, photos),
+                                                                      nb)}
+    if "cartoon2photo" in tasks and "cartoon2photo" not in refs:
+        refs["cartoon2photo"] = {"identity": scorer("cartoon2photo").reference(cartoons, nb)}
+    if args.rescore:
+        rescore(result, Path(args.work), inputs, {t: scorer(t) for t in tasks})
+    t0 = time.perf_counter()
+    for label, config in specs:
+        model = models[label]
         task, train_data = model.direction, data
         if model.styles:  # same scenes, cartoons in each of the model's styles; scored in the first
             train_data = make_synthtoon(Path(args.work) / f"synthtoon{args.size}-t{args.n_test}-styles", args.n,
@@ -485,9 +498,9 @@ def main() -> None:
         for seed in result["seeds"]:
             if any(r["seed"] == seed for r in entry["runs"]):
                 continue
-            entry["runs"].append(train_and_curve(label, config, seed, args, train_data, inputs[task], scorers[task]))
+            entry["runs"].append(train_and_curve(label, config, seed, args, train_data, inputs[task], scorer(task)))
             entry["runs"].sort(key=lambda r: r["seed"])
-            entry["summary"] = summarise(entry["runs"], label, Path(args.work), scorers[task], nb)
+            entry["summary"] = summarise(entry["runs"], label, Path(args.work), scorer(task), nb)
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(result, indent=1))  # partial results survive an interrupted run
     if args.rerun_check and not args.rescore:  # the same settings again, in its own run dir
@@ -495,7 +508,7 @@ def main() -> None:
         seed = result["seeds"][0]
         first = next(r for r in result["systems"][label]["runs"] if r["seed"] == seed)
         task = result["systems"][label]["task"]
-        again = train_and_curve(label, config, seed, args, data, inputs[task], scorers[task],
+        again = train_and_curve(label, config, seed, args, data, inputs[task], scorer(task),
                                 run=Path(args.work) / f"{label}-s{seed}-rerun")
         result["rerun"] = {"system": label, "seed": seed, "psnr": first["final"]["psnr"],
                            "psnr_rerun": again["final"]["psnr"],
