@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from toonlab.errors import MissingWeightsError, UsageError
+from toonlab.errors import MissingWeightsError, ToonlabError, UsageError
 from toonlab.eval.metrics import PAIRED_METRICS
 
 ALL_METRICS = ("fid", "kid", *PAIRED_METRICS)
@@ -148,4 +148,6 @@ def evaluate(*, model: str | None = None, photos: str | None = None, cartoons: s
                     so.features, sr.features, subsets=kid_subsets, subset_size=kid_subset_size)
         res.notes += sorted({str(w.message) for w in caught if issubclass(w.category, SmallSampleWarning)})
         res.notes.append(fid_weights_note(evaluator.weights_label))
+    if not res.scores:  # an empty table with exit 0 read as success
+        raise ToonlabError(f"nothing was scored: {'; '.join(res.notes) or 'no metric applied'}")
     return res

@@ -40,8 +40,10 @@ dataset's folders (``train.eval_inputs={test_inputs}``).
 
 Relative paths inside the file are relative to the current directory, except ``config:`` (relative to the file,
 like ``base:``). A trained row's run dir is ``OUT/runs/ROW/DATASET`` (for a model trained once for several
-datasets, e.g. a multi-style row, the first such dataset); it is reused (not retrained) when it already holds
-``checkpoints/latest.safetensors``.
+datasets, e.g. a multi-style row, the first such dataset). Its ``experiment-row.json`` records the steps it
+completed of those planned: a complete row is reused (not retrained), an incomplete one resumes. A training stopped
+by SIGINT/SIGTERM stops the experiment (exit 128 + signal, nothing translated or reported); one cut short by
+``train.max_minutes`` is scored and noted as incomplete in the report.
 """
 
 from __future__ import annotations
@@ -254,6 +256,26 @@ def _final_export(run_dir: Path) -> Path | None:
     return p if p.is_file() else None
 
 
+ROW_STATUS = "experiment-row.json"  # in a trained row's run dir: {"steps": completed, "of": planned, "stopped_by"}
+
+
+def row_status(run_dir: Path) -> dict | None:
+    """What a row's training completed (:data:`ROW_STATUS`), or None when unknown (never recorded, unreadable)."""
+    try:
+        status = json.loads((run_dir / ROW_STATUS).read_text())
+        return status if isinstance(status.get("steps"), int) and isinstance(status.get("of"), int) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class ExperimentStopped(ToonlabError):
+    """A row's training was stopped by a signal: the experiment stops with it (exit 128 + the signal)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def fill_overrides(overrides: list[str], d: DatasetSpec) -> list[str]:
     """``{test_inputs}``, ``{fid_reference}``, ``{truth}`` in overrides → dataset ``d``'s folders (e.g. the eval
     hook's held-out set: ``train.eval_inputs={test_inputs}``)."""
@@ -271,20 +293,38 @@ def fill_overrides(overrides: list[str], d: DatasetSpec) -> list[str]:
 
 def _train_row(row: RowSpec, d: DatasetSpec, spec: ExperimentSpec, base_dir: Path, run_dir: Path,
                log: Callable[[str], None], cartoons: str | None = None) -> Path:
-    """Train one (row, dataset) run with the trainer, or reuse its final export."""
-    done = _final_export(run_dir)
-    if done is not None:
-        log(f"reusing {done}")
-        return done
-    cartoons = cartoons or d.train_cartoons
-    if not d.train_photos or not cartoons:
-        raise ConfigError(f"dataset {d.name!r} has no train_photos/train_cartoons to train row {row.name!r}")
-    from toonlab.train.trainer import train
+    """Train one (row, dataset) run with the trainer, resume it where it stopped, or reuse its final export when it
+    completed (:func:`row_status`); records what it completed. A signal that stopped the training raises
+    ExperimentStopped."""
+    import signal
 
-    overrides = [f"data.photos={d.train_photos}", f"data.cartoons={cartoons}", f"train.run_dir={run_dir}",
-                 *fill_overrides([*spec.train_overrides, *row.overrides], d)]
-    log(f"training {row.name} on {d.name} → {run_dir}")
-    result = train(base_dir / row.config, overrides)
+    from toonlab.train.trainer import STATE_GLOB, train
+
+    done, status = _final_export(run_dir), row_status(run_dir)
+    if done is not None and status is not None and status["steps"] >= status["of"]:
+        log(f"reusing {done} ({status['steps']} steps)")
+        return done
+    if any((run_dir / "checkpoints").glob(STATE_GLOB)):
+        log(f"resuming {row.name} on {d.name} in {run_dir} (" + (f"stopped at step {status['steps']} of "
+            f"{status['of']})" if status is not None else "not recorded as complete)"))
+        result = train(None, resume=run_dir)
+    else:
+        cartoons = cartoons or d.train_cartoons
+        if not d.train_photos or not cartoons:
+            raise ConfigError(f"dataset {d.name!r} has no train_photos/train_cartoons to train row {row.name!r}")
+        overrides = [f"data.photos={d.train_photos}", f"data.cartoons={cartoons}", f"train.run_dir={run_dir}",
+                     *fill_overrides([*spec.train_overrides, *row.overrides], d)]
+        log(f"training {row.name} on {d.name} → {run_dir}")
+        result = train(base_dir / row.config, overrides)
+    from toonlab.checkpoint import atomic_write
+
+    text = json.dumps({"steps": result["step"], "of": result["stop_step"], "stopped_by": result["interrupted"]})
+    atomic_write(run_dir / ROW_STATUS, lambda tmp: Path(tmp).write_text(text))
+    if result["interrupted"]:
+        raise ExperimentStopped(f"stopped by {result['interrupted']} while training {row.name!r} on {d.name!r} at "
+                                f"step {result['step']} of {result['stop_step']}; nothing was translated or "
+                                f"reported — run the same command again to continue this row",
+                                signal.Signals[result["interrupted"]].value)
     export = Path(result.get("export") or run_dir / "checkpoints" / "latest.safetensors")
     if not export.is_file():
         raise ToonlabError(f"training {row.name!r} on {d.name!r} finished without an export in {run_dir}")
@@ -351,6 +391,10 @@ def run_experiment(path: str | Path, *, out: str | Path | None = None, log: Call
                     trained[data_key] = _train_row(row, d, spec, base_dir, run_dir, log, cartoons[key])
                 model_ref = str(trained[data_key])
                 run_dirs[key] = trained[data_key].parent.parent
+                status = row_status(run_dirs[key])
+                if status is not None and status["steps"] < status["of"]:  # train.max_minutes ran out
+                    notes.append(f"{row.name} / {d.name}: INCOMPLETE — trained {status['steps']} of "
+                                 f"{status['of']} steps (train.max_minutes); its scores are not the recipe's")
             o = out_dir / "outputs" / slug(row.name) / slug(d.name)
             log(f"translating {d.test_inputs} with {row.name}" + (f" (style {d.style})" if d.style else ""))
             failures += [f"{row.name}/{d.name}: {p}: {m}" for p, m in translate_folder(

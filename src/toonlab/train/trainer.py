@@ -432,7 +432,8 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------------
     def fit(self) -> dict:
         """Train until ``stop_step`` (or a SIGINT/SIGTERM: finish the step, checkpoint, stop); returns {"step",
-        "run_dir", "export", "state", "interrupted" (the signal's name or None)}. Releases the run dir lock."""
+        "stop_step", "run_dir", "export", "state", "interrupted" (the signal's name or None)}. Releases the run dir
+        lock."""
         from toonlab.data.datasets import StreamSampler, make_loader
 
         t, d = self.cfg.train, self.cfg.data
@@ -524,7 +525,7 @@ class Trainer:
             self.logger.close()
             self.lock.release()
         latest = sorted(self.ckpt_dir.glob(STATE_GLOB))
-        return {"step": self.step, "run_dir": str(self.run_dir),
+        return {"step": self.step, "stop_step": self.stop_step, "run_dir": str(self.run_dir),
                 "export": str(self.ckpt_dir / "latest.safetensors"), "state": str(latest[-1]) if latest else None,
                 "interrupted": interrupted}
 
