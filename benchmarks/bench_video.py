@@ -38,6 +38,8 @@ process, alternating per-frame / stabilised ``--rounds`` times (the best round o
 machine hits both alike). Goal (issue 26): stabilised ≤ 1.3× per-frame wall time.
     .venv/bin/python benchmarks/bench_video.py --mode overhead [--models classic,ctss,animegan] [--frames 8]
         [--rounds 3] [--threads 2] [--out FILE.json]
+It also times the stabiliser alone (its ``motion`` and ``fuse`` halves, ms per frame; ``--models ''`` for only
+that).
 """
 
 from __future__ import annotations
@@ -239,6 +241,30 @@ def grid(args) -> dict:
     return {"mode": "grid", "model": model, "image": str(out), **summary}
 
 
+def _stabilizer_cost(clip: Path, rounds: int) -> dict:
+    """Milliseconds per frame of the stabiliser's two halves on ``clip``'s decoded frames (best of ``rounds``):
+    ``motion`` (flow, checks; the decode thread) and ``fuse`` (warp, blend; after the translation)."""
+    import time
+
+    import numpy as np
+
+    from toonlab.infer.temporal import Stabilizer
+    from toonlab.infer.video import iter_frames
+
+    frames = np.stack(list(iter_frames(clip)))
+    outputs = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    best = {"motion": float("inf"), "fuse": float("inf")}
+    for _ in range(rounds):
+        stab = Stabilizer()
+        start = time.perf_counter()
+        motions = stab.motion(frames)
+        mid = time.perf_counter()
+        stab.fuse(outputs, motions)
+        end = time.perf_counter()
+        best = {"motion": min(best["motion"], mid - start), "fuse": min(best["fuse"], end - mid)}
+    return {k: round(1000 * v / len(frames), 1) for k, v in best.items()}
+
+
 def overhead(args) -> dict:
     import time
 
@@ -251,7 +277,9 @@ def overhead(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         clip = make_clip(tmp / "clip.mp4", args.width, args.height, args.frames)
-        for model, tr in _translators(args.models.split(","), tmp).items():
+        result["stabilizer_alone_ms_per_frame"] = _stabilizer_cost(clip, args.rounds)
+        print(json.dumps(result["stabilizer_alone_ms_per_frame"]), file=sys.stderr)
+        for model, tr in _translators([m for m in args.models.split(",") if m], tmp).items():
             translate_video(clip, tmp / "warm.mp4", tr.translate_tensor, batch_size=args.batch_size,
                             overwrite=True)  # first-call costs (memory fit, allocations) out of the timing
             secs: dict[str, list[float]] = {"per_frame": [], "stabilized": []}
