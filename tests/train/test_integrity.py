@@ -123,3 +123,29 @@ def test_tampered_newest_state_is_refused_and_resume_falls_back(tmp_path, tiny_d
     for name in ("latest", "best"):  # nothing of the rewritten state reaches the exports
         g = load_export(ck / f"{name}.safetensors")[0].networks["G"][0].weight
         assert bool(torch.isfinite(g).all()) and not bool((g == 0.5).all())
+
+
+# -- item 11: the Python RNG position after a resume ---------------------------------------------------------------
+def test_python_rng_position_after_a_resume_equals_the_uninterrupted_run(tmp_path, tiny_data):
+    """A resumed process imports rich (the progress bar) after restoring the RNG states; rich draws from Python's
+    global RNG on its first import, which moved the saved position (weights stayed equal)."""
+    import sys
+
+    def cfg(run, **kw):
+        return run_config(tmp_path, tiny_data, train={"run_dir": str(tmp_path / run), "progress": True,
+                                                      "phase_steps": {"init": 2, "adv": 2}, "ckpt_every": 2, **kw})
+
+    import rich.progress  # noqa: F401  (before both runs: neither draws for it)
+
+    train(write_yaml(tmp_path / "a.yaml", cfg("whole")))
+    train(write_yaml(tmp_path / "b.yaml", cfg("split", max_steps=2)))
+    saved = {m: sys.modules.pop(m) for m in list(sys.modules) if m == "rich" or m.startswith("rich.")}
+    try:  # as in the fresh process of `toonlab train --resume`, which imports rich anew
+        train(None, ["train.max_steps=null"], resume=tmp_path / "split")
+    finally:  # the other tests keep the rich they imported
+        for m in [m for m in sys.modules if m == "rich" or m.startswith("rich.")]:
+            del sys.modules[m]
+        sys.modules.update(saved)
+    a, b = (load_state(tmp_path / run / "checkpoints" / "state-0000004.safetensors") for run in ("whole", "split"))
+    assert a["rng"][0]["python"] == b["rng"][0]["python"]
+    assert torch.equal(a["networks"]["G"]["0.weight"], b["networks"]["G"]["0.weight"])

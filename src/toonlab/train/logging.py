@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import time
 import warnings
@@ -40,8 +41,13 @@ class RunLogger:
                       "pip install 'toonlab[tensorboard]', or train.tensorboard=false; metrics.jsonl has every "
                       "record", file=sys.stderr)
         if progress:
+            # rich draws from Python's global RNG when first imported (rich.style's ids): a resumed run imports it
+            # after its RNG states are restored, which moved the saved Python RNG position off the uninterrupted one
+            state = random.getstate()
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            random.setstate(state)
 
             self._bar = Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), MofNCompleteColumn(),
                                  TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
