@@ -147,11 +147,12 @@ def launch(nproc: int, args: list[str]) -> int:
                 if not workers:  # still starting: torchrun passes it on to whatever it started
                     proc.send_signal(signum)
                 return
-            for pid in workers:
-                os.kill(pid, signal.SIGKILL)
-            os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
-            pass
+            return
+        # torchrun first: killed after a worker, it could see the worker die and exit with its status, or restart it
+        _sigkill(proc.pid, group=True)
+        for pid in workers:
+            _sigkill(pid)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -160,6 +161,16 @@ def launch(nproc: int, args: list[str]) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
     return 128 + got[0] if got else code
+
+
+def _sigkill(pid: int, group: bool = False) -> None:
+    """SIGKILL a process (or its process group); one already gone is fine."""
+    import signal
+
+    try:
+        (os.killpg if group else os.kill)(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _children(pid: int) -> list[int]:
