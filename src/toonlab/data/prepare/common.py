@@ -105,6 +105,11 @@ def split_failures(results: Iterable) -> tuple[list, list[tuple[str, str]]]:
     return ok, bad
 
 
+# files get the usual permissions, 0666 minus the umask (read once: os.umask can only be read by setting it)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path`` and rename it over ``path``: readers (and a rerun after a
     crash) never see a partial file. (toonlab.checkpoint.atomic_write does the same but imports torch, which
@@ -113,6 +118,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would stay on the prepared data
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
