@@ -118,6 +118,8 @@ def test_weight_zero_is_per_frame_and_bad_input(classic):
     y = classic(x)
     stab = Stabilizer(weight=0.0)
     assert torch.equal(stab.fuse(y, stab.motion(x)), y)
+    dots = np.random.default_rng(0).integers(0, 256, (3, 1, 1, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(Stabilizer(lambda t: t)(dots), dots)  # 1×1 frames: no flow, passed through
     for bad in ({"weight": 1.0}, {"weight": -0.1}, {"flow_side": 4}, {"preset": "slow"}, {"warp": "cuda"}):
         with pytest.raises(UsageError):
             Stabilizer(**bad)

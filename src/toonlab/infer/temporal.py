@@ -190,7 +190,8 @@ class Stabilizer:
             gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
             prev_small, self._prev_small = self._prev_small, small
             prev = cv2.cvtColor(prev_small, cv2.COLOR_RGB2GRAY) if prev_small is not None else None
-            if self.weight == 0.0 or prev is None or is_cut(prev, gray, self.cut_threshold):
+            # a 1×1 frame has no flow (DIS needs two pixels) and nothing to stabilise
+            if self.weight == 0.0 or prev is None or gray.size < 2 or is_cut(prev, gray, self.cut_threshold):
                 result.append(Motion(cut=True))
                 continue
             fb, valid = self.flow.backward(prev, gray)
