@@ -63,6 +63,8 @@ def test_meter_streams_shots_and_ssim():
         FlickerMeter(reference="copy").update(a[0][0], {"noisy": a[0][0]})
     with pytest.raises(UsageError, match="same streams"):
         meter.update(a[0][0], {"copy": a[0][0]})
+    with pytest.raises(UsageError, match="too small"):
+        FlickerMeter().update(a[0][0][:8], {})
     with pytest.raises(UsageError, match="one size"):
         FlickerMeter().update(a[0][0], {"x": a[0][0][1:]})
 

@@ -66,6 +66,8 @@ class FlickerMeter:
         shapes = {k: v.shape for k, v in outputs.items()}
         if frame.ndim != 3 or frame.shape[2] != 3 or any(s != frame.shape for s in shapes.values()):
             raise UsageError(f"flicker: frames must all be (H,W,3) of one size, got input {frame.shape}, {shapes}")
+        if min(frame.shape[:2]) < 16:  # the SSIM window is 11 px; DIS needs a few pixels too
+            raise UsageError(f"flicker: frames of {frame.shape[1]}×{frame.shape[0]} are too small (≥ 16 px a side)")
         if self.streams and set(outputs) != set(self.streams) - {"input"}:
             raise UsageError(f"flicker: the same streams every frame ({', '.join(sorted(self.streams))}), got "
                              f"{', '.join(sorted(outputs))}")
