@@ -364,15 +364,17 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True, exclude: Pat
     The relative path is what an output keeps: the file name for a file, the path under the folder (or under the
     glob's fixed prefix) otherwise. Folders give image files only (by extension, hidden names skipped); a file
     named explicitly is kept whatever its name. With ``keep_missing`` a named path that does not exist is kept
-    too, so that a batch reports it as a failed input. Anything under ``exclude`` (e.g. the output folder) is
-    left out. Symlinked folders are searched once each; a symlink loop is kept as a file that will fail to read.
+    too, so that a batch reports it as a failed input. Anything found under ``exclude`` (e.g. the output folder)
+    is left out — but not a file named explicitly (``cartoonize a.png -o .``: the batch's own checks keep its
+    output off the input). Symlinked folders are searched once each; a symlink loop is kept as a file that will
+    fail to read.
     """
     found: dict[Path, Path] = {}
     excl = exclude.resolve() if exclude is not None else None
 
-    def add(f: Path, rel: Path):
+    def add(f: Path, rel: Path, named: bool = False):
         key = file_key(f)
-        if excl is not None and (key == excl or excl in key.parents):
+        if not named and excl is not None and (key == excl or excl in key.parents):
             return
         found.setdefault(key, (f, rel))
 
@@ -387,7 +389,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True, exclude: Pat
         if p.is_dir():
             add_folder(p, p)
         elif p.is_file() or (keep_missing and not p.exists() and not glob.has_magic(s)):
-            add(p, Path(p.name))
+            add(p, Path(p.name), named=True)
         else:
             root, matches = glob_paths(s, recursive)
             for mp, is_dir in matches:

@@ -94,7 +94,7 @@ def _find_work(command: str, inputs: list[str], out: str, model: str | None, *, 
 
     from toonlab.errors import UsageError
     from toonlab.infer.video import find_videos, is_video
-    from toonlab.io import expand_inputs
+    from toonlab.io import expand_inputs, glob_paths
     from toonlab.paths import symlink_loop
 
     if stabilize is not None and smoothing > 0:
@@ -108,8 +108,8 @@ def _find_work(command: str, inputs: list[str], out: str, model: str | None, *, 
         raise UsageError(f"{out}: the output folder is a file")
     if not os.access(existing.resolve(), os.W_OK | os.X_OK):
         raise UsageError(f"{out}: cannot write there ({existing} is not writable)")
-    if not any(Path(p).exists() or os.path.islink(p) or (glob.has_magic(p) and glob.glob(p, recursive=True))
-               for p in inputs):
+    if not any(Path(p).exists() or os.path.islink(p) or (glob.has_magic(p) and glob_paths(p)[1])
+               for p in inputs):  # glob_paths, not glob.glob: a '**' through a symlink loop must end
         raise UsageError(f"no images found in: {' '.join(inputs)}")
     if model is not None:
         _check_model_file(model)

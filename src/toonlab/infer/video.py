@@ -38,19 +38,20 @@ def is_video(path: str | Path) -> bool:
 def find_videos(inputs: list[str | Path], exclude: Path | None = None) -> list[tuple[Path, Path]]:
     """Video files named by ``inputs`` — files, folders (searched recursively, hidden names skipped) and glob
     patterns — as sorted unique ``(file, relative path)`` pairs: the path under a named folder, else the file
-    name. Anything under ``exclude`` (the output folder) is left out. Symlinked folders are searched once each
-    (:func:`toonlab.io.walk_tree`); a symlink loop with a video's name is kept, to fail alone when read."""
+    name. Anything found under ``exclude`` (the output folder) is left out, but not a file named explicitly
+    (``cartoonize clip.mp4 -o .``). Symlinked folders are searched once each (:func:`toonlab.io.walk_tree`); a
+    symlink loop with a video's name is kept, to fail alone when read."""
     from toonlab.io import file_key, glob_paths, walk_tree
     from toonlab.paths import symlink_loop
 
     found: dict[Path, tuple[Path, Path]] = {}
     excl = exclude.resolve() if exclude is not None else None
 
-    def add(f: Path, rel: Path) -> None:
+    def add(f: Path, rel: Path, named: bool = False) -> None:
         if not is_video(f) or not (f.is_file() or symlink_loop(f)):
             return
         key = file_key(f)
-        if not (excl is not None and (key == excl or excl in key.parents)):
+        if named or not (excl is not None and (key == excl or excl in key.parents)):
             found.setdefault(key, (f, rel))
 
     for item in inputs:
@@ -62,7 +63,7 @@ def find_videos(inputs: list[str | Path], exclude: Path | None = None) -> list[t
                     if not sub and not any(part.startswith(".") for part in f.relative_to(m).parts):
                         add(f, f.relative_to(m))
             else:
-                add(m, Path(m.name))
+                add(m, Path(m.name), named=m is p)
     return sorted(found.values(), key=lambda fr: str(fr[0]))
 
 
