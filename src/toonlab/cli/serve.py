@@ -31,6 +31,8 @@ def serve_cmd(models: list[str] = typer.Option(None, "--model", "-m", help="Expo
                                                                               "and the grace before the rate counts."),
               min_upload_rate: float = typer.Option(1024.0, "--min-upload-rate", help="Slowest average upload in "
                                                                                       "bytes/s (0 = no minimum)."),
+              send_timeout: float = typer.Option(20.0, "--send-timeout", help="Seconds a client may read none of "
+                                                                              "its answer before it is cut off."),
               allowed_hosts: str = typer.Option(None, "--allowed-hosts", help="Host header names served, comma-"
                                                 "separated ('*' = any; default: loopback names on a loopback bind, "
                                                 "else any)."),
@@ -50,7 +52,7 @@ def serve_cmd(models: list[str] = typer.Option(None, "--model", "-m", help="Expo
                                max_pixels=max_pixels, allowed_formats=tuple(f for f in formats.split(",") if f),
                                access_log=access_log, max_connections=max_connections,
                                header_timeout_s=header_timeout, body_timeout_s=body_timeout,
-                               min_upload_rate=min_upload_rate,
+                               min_upload_rate=min_upload_rate, send_timeout_s=send_timeout,
                                allowed_hosts=None if allowed_hosts is None else tuple(allowed_hosts.split(",")),
                                torch_threads=max(1, (os.cpu_count() or 1) // workers))  # no oversubscription
     web_app = create_app(cfg)
