@@ -70,6 +70,7 @@ def test_segmentations_find_flat_regions_and_structure_keeps_a_flat_image():
     powered = ((x.double() + 1) / 2) ** 1.2
     torch.testing.assert_close(structure_representation(x, "felzenszwalb"), (powered * 2 - 1).float(),
                                atol=1e-6, rtol=0)
+    torch.testing.assert_close(structure_representation(x, "felzenszwalb", mu=1.0), x, atol=1e-6, rtol=0)
     # … and divided by the image's max (the authors' code)
     torch.testing.assert_close(structure_representation(x, "felzenszwalb", variant="code"),
                                (powered / powered.amax((1, 2, 3), keepdim=True) * 2 - 1).float(), atol=1e-6, rtol=0)
@@ -268,7 +269,7 @@ def test_structure_variant_reaches_the_representation(monkeypatch):
     for variant in ("paper", "code"):
         build_model("white_box", {"ch": 4, "n_blocks": 0, "d_ch": 4, "structure": variant}).training_step(
             "G", {"photo": photo, "cartoon": photo})
-    assert seen == [("felzenszwalb", 200, "adaptive", "paper"), ("felzenszwalb", 200, "adaptive", "code")]
+    assert seen == [("felzenszwalb", 200, "adaptive", "paper", 1.2), ("felzenszwalb", 200, "adaptive", "code", 1.2)]
 
 
 def test_weights_tv_and_recipe():

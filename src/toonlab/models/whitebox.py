@@ -230,6 +230,7 @@ class WhiteBox(Model):
         superpixel: Literal["felzenszwalb", "slic"] = "felzenszwalb"
         n_segments: int = ranged(200, ge=1)  # selective search's target / SLIC regions (authors: seg_num 200)
         structure: Literal["paper", "code"] = "paper"  # F_st as §3.1 describes it / the released selective_adacolor
+        structure_mu: float = ranged(1.2, gt=0)  # F_st's contrast power μ (§3.1; the authors advise 1.0 for stability)
         colouring: Literal["adaptive", "mean"] = "adaptive"  # "mean": region means in either variant (ablation)
         surface_radius: int = ranged(5, ge=1)  # F_sf (authors: r 5, eps 0.2)
         surface_eps: float = ranged(0.2, gt=0)
@@ -295,7 +296,8 @@ class WhiteBox(Model):
             gray_fake, _ = color_shift(out, cartoon, c.color_shift)
             g_texture = losses.g_loss(n["D_t"](gray_fake), "lsgan")
             with torch.no_grad():
-                sp = structure_representation(out, c.superpixel, c.n_segments, c.colouring, c.structure)
+                sp = structure_representation(out, c.superpixel, c.n_segments, c.colouring, c.structure,
+                                              c.structure_mu)
             structure = feature_l1(c, out, sp)
             content = feature_l1(c, out, photo)
             tv = tv_loss(out)

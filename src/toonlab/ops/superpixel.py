@@ -50,7 +50,8 @@ Colouring = Literal["adaptive", "mean"]
 Variant = Literal["paper", "code"]
 
 GAMMA1, GAMMA2 = 20.0, 40.0          # §3.1: thresholds on the region's σ
-MU = 1.2                             # §3.1 / authors' power=1.2: contrast power of the structure image
+MU = 1.2                             # §3.1 / authors' power=1.2: contrast power of the structure image (their
+                                     # train.py comment advises 1.0 "to stably reproduce our results")
 N_REGIONS = 200                      # §3.1 / authors' seg_num: selective search's target
 FELZENSZWALB_SCALE = 10.0            # authors' skimage call on [-1, 1] …
 FELZENSZWALB = dict(k=FELZENSZWALB_SCALE / 255 * 127.5, sigma=0.8, min_size=100)  # … = OpenCV's k on 0–255
@@ -256,24 +257,25 @@ def adaptive_colour(image: np.ndarray, labels: np.ndarray, colouring: Colouring 
 
 
 def structure_image(img: np.ndarray, method: Segmentation = "felzenszwalb", n_segments: int = N_REGIONS,
-                    colouring: Colouring = "adaptive", variant: Variant = "paper") -> np.ndarray:
+                    colouring: Colouring = "adaptive", variant: Variant = "paper", mu: float = MU) -> np.ndarray:
     """F_st of one (H,W,3) float32 image in [-1, 1] → (H,W,3) float32 (module docstring). ``slic``: SLIC regions,
     coloured, no merging and no power (the authors' simple_superpixel path); ``felzenszwalb``: merged by
-    selective search to ``n_segments``, coloured, then the variant's power step."""
+    selective search to ``n_segments``, coloured, then the variant's power step with exponent ``mu``."""
     scale = 127.5 if variant == "paper" else 1.0
     labels = segment(img, method, n_segments)
     if method == "slic":
         return adaptive_colour(img, labels, colouring, sigma_scale=scale)
     labels = selective_search(img, labels, n_segments, variant)
     out = (adaptive_colour(img, labels, colouring, sigma_scale=scale).astype(np.float64) + 1) / 2
-    out = np.clip(out, 0.0, None) ** MU  # G's unclipped output can dip below -1; a power needs x ≥ 0
+    out = np.clip(out, 0.0, None) ** mu  # G's unclipped output can dip below -1; a power needs x ≥ 0
     if variant == "code":
         out = out / max(out.max(), 1e-12)
     return (out * 2 - 1).astype(np.float32)
 
 
 def structure_representation(x: torch.Tensor, method: Segmentation = "felzenszwalb", n_segments: int = N_REGIONS,
-                             colouring: Colouring = "adaptive", variant: Variant = "paper") -> torch.Tensor:
+                             colouring: Colouring = "adaptive", variant: Variant = "paper",
+                             mu: float = MU) -> torch.Tensor:
     """F_st of (B,3,H,W) RGB in [-1, 1] → (B,3,H,W) in [-1, 1], same dtype/device; no gradient (OpenCV)."""
     check_image(x, "x", channels=(3,))
     if variant not in ("paper", "code"):
@@ -281,7 +283,7 @@ def structure_representation(x: torch.Tensor, method: Segmentation = "felzenszwa
     images = x.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
 
     def one(img: np.ndarray) -> np.ndarray:
-        return structure_image(img, method, n_segments, colouring, variant)
+        return structure_image(img, method, n_segments, colouring, variant, mu)
 
     # images in parallel on torch's threads (OpenCV's segmentation releases the GIL; ~0.2 s per 256² image)
     workers = min(len(images), torch.get_num_threads())
