@@ -71,7 +71,9 @@ def test_another_models_onnx_copied_over_the_cache_is_never_run(two_models, phot
     assert again.backend.metadata[backends.CHECKPOINT_DIGEST_KEY] == backends._digest(two_models[0])
 
 
-def test_malformed_speed_cache_is_ignored_and_rebuilt(two_models, onnx_cache, tmp_path):
+def test_malformed_speed_cache_is_ignored_and_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOONLAB_CACHE", str(tmp_path / "cache"))  # this test's own cache
+    onnx_cache = tmp_path / "cache" / "onnx"
     onnx = tmp_path / "x.onnx"
     onnx.write_bytes(b"stands for an export: only its digest keys the cache")
     choice, seconds = backends.faster_backend(_Fake(onnx), _Fake())
@@ -84,9 +86,11 @@ def test_malformed_speed_cache_is_ignored_and_rebuilt(two_models, onnx_cache, tm
         assert json.loads(cache.read_text())["choice"] == choice  # rewritten
 
 
-def test_malformed_memory_cache_is_measured_again(two_models, onnx_cache, monkeypatch):
+def test_malformed_memory_cache_is_measured_again(two_models, cached, tmp_path, monkeypatch):
     import onnxruntime
 
+    monkeypatch.setenv("TOONLAB_CACHE", str(cached[0].parent.parent))  # the module's cache, holding A's export
+    onnx_cache = cached[0].parent
     t = Translator.load(two_models[0], device="cpu", backend="onnx")
     cache = onnx_cache / f"{backends._digest(t.backend.path)}-ort{onnxruntime.__version__}-memory.json"
     cache.write_text(json.dumps({"fixed": -1.0, "per_pixel": 1.0}))
