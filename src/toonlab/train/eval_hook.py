@@ -78,7 +78,8 @@ class EvalHook:
 
     def __init__(self, cfg):
         t = cfg.train
-        self.every, self.inputs, self.reference, self.truth = t.eval_every, t.eval_inputs, t.eval_reference, t.eval_truth
+        self.every, self.inputs = t.eval_every, t.eval_inputs
+        self.reference, self.truth = t.eval_reference, t.eval_truth
         self.metrics, self.input_weight, self.weights = tuple(t.eval_metrics), t.eval_input_weight, t.eval_fid_weights
         self.batch = t.eval_batch
         for key, folder in (("eval_inputs", self.inputs), ("eval_reference", self.reference),
