@@ -109,3 +109,15 @@ def test_models_describes_a_run_dir_and_refuses_torchscript_clearly(tmp_path):
     result = CliRunner().invoke(app, ["models", str(scripted)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.count("\n") == 1 and "TorchScript" in result.output and ".safetensors" in result.output
+
+
+def test_multistyle_is_counted_on_the_meta_device(monkeypatch):
+    import toonlab.models._summary as summary
+
+    devices = []
+    count = summary.translator_gflops
+    monkeypatch.setattr(summary, "translator_gflops", lambda m, size, device="cpu": devices.append(str(device))
+                        or count(m, size, device))
+    s = summarize("multistyle")
+    assert devices == ["meta"]  # no fallback to a real 256² pass on the CPU
+    assert s.generator_gflops == pytest.approx(139.853299712) and s.styles == ("hayao", "shinkai")
