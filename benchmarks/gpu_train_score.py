@@ -286,7 +286,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=None, help="default: each recipe's paper batch")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--init-steps", type=int, default=1000)
-    ap.add_argument("--ckpt-every", type=int, default=2000)
+    ap.add_argument("--ckpt-every", type=int, default=1000)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--perceptual", default="auto")
