@@ -69,7 +69,7 @@ def test_style_typo_fails_before_the_backend_is_timed(multistyle_ck, photos, tmp
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["output is a file", "no inputs", "torchscript", "smoothing+stabilize"])
+@pytest.mark.parametrize("case", ["output is a file", "no inputs", "torchscript", "smoothing+stabilize", "ext"])
 def test_cheap_checks_run_before_loading(case, multistyle_ck, photos, tmp_path, monkeypatch):
     import torch
 
@@ -87,6 +87,8 @@ def test_cheap_checks_run_before_loading(case, multistyle_ck, photos, tmp_path, 
         model = str(tmp_path / "g.pt")
         torch.jit.save(torch.jit.script(torch.nn.Identity()), model)
         words = "TorchScript"
+    elif case == "ext":
+        extra, words = ["--ext", "xyz"], "cannot write '.xyz'"
     else:
         extra, words = ["--smoothing", "0.5", "--stabilize"], "alternatives"
     r = runner.invoke(app, ["cartoonize", *inputs, "-o", str(out), "-m", model, *extra])

@@ -84,19 +84,22 @@ def _load_translator(model: str | None, classic_knobs: dict | None, *, style, st
     return Translator.load(model, device=device, dtype=dtype, compile=compile_, backend=backend, **common)
 
 
-def _find_work(command: str, inputs: list[str], out: str, model: str | None, *, smoothing: float,
+def _find_work(command: str, inputs: list[str], out: str, model: str | None, *, ext: str | None, smoothing: float,
                stabilize: float | None) -> tuple[list[str], list]:
-    """The checks that need no model, run before one is loaded or its backend timed: option conflicts, the output
-    folder, the inputs and ``-m``'s file. Returns (image inputs for run_batch, (video, relative path) pairs)."""
+    """The checks that need no model, run before one is loaded or its backend timed: options (--ext, conflicts),
+    the output folder, the inputs and ``-m``'s file. Returns (image inputs for run_batch, (video, relative path)
+    pairs)."""
     import glob
     import os
     from pathlib import Path
 
     from toonlab.errors import UsageError
     from toonlab.infer.video import find_videos, is_video
-    from toonlab.io import expand_inputs, glob_paths
+    from toonlab.io import expand_inputs, glob_paths, output_format
     from toonlab.paths import symlink_loop
 
+    if ext is not None:
+        output_format("." + ext.lower().lstrip("."), "--ext")  # UsageError for a format we cannot write
     if stabilize is not None and smoothing > 0:
         raise UsageError("--smoothing and --stabilize are alternatives: choose one")
     if symlink_loop(out):
@@ -295,7 +298,7 @@ def cartoonize_cmd(
     classic = dict(work_size=work_size, radius=radius, eps=eps, iterations=iterations, levels=levels,
                    saturation=saturation, line_strength=line_strength, line_threshold=line_threshold)
     stabilize_w = _stabilize_weight(stabilize, stabilize_weight)
-    work = _find_work("cartoonize", inputs, out, model, smoothing=smoothing, stabilize=stabilize_w)
+    work = _find_work("cartoonize", inputs, out, model, ext=ext, smoothing=smoothing, stabilize=stabilize_w)
     translator = _load_translator(model, classic, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
                                   tile=tile, memory_budget=memory_budget, batch_size=batch_size,
@@ -329,7 +332,7 @@ def realize_cmd(
         stabilize: bool = _M_OPTS["stabilize"], stabilize_weight: float = _M_OPTS["stabilize_weight"]):
     """Turn cartoons into photo-like images (Toon2real). Exit 0 all done, 1 some failed, 2 usage."""
     stabilize_w = _stabilize_weight(stabilize, stabilize_weight)
-    work = _find_work("realize", inputs, out, model, smoothing=smoothing, stabilize=stabilize_w)
+    work = _find_work("realize", inputs, out, model, ext=ext, smoothing=smoothing, stabilize=stabilize_w)
     translator = _load_translator(model, None, style=style, strength=strength, keep_colors=keep_colors,
                                   post_saturation=post_saturation, backend=backend, device=device, dtype=dtype,
                                   tile=tile, memory_budget=memory_budget, batch_size=batch_size,
