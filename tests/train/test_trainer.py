@@ -157,6 +157,20 @@ def test_init_from_export_and_state(tmp_path, tiny_data):
         Trainer(resolve_run_config(run_config(tmp_path / "d", tiny_data)), init_from=bad)
 
 
+def test_init_from_a_mismatched_export_names_the_differing_field(tmp_path, tiny_data):
+    first = _trainer(tmp_path / "a", tiny_data, train={"phase_steps": {"init": 1, "adv": 0}})
+    first.fit()
+    cfg = resolve_run_config(run_config(tmp_path / "b", tiny_data, model={"width": 6}))
+    with pytest.raises(ToonlabError, match=r"'_tiny_train' config \(width: 4 in the export, 6 here\)"):
+        Trainer(cfg, init_from=first.ckpt_dir / "latest.safetensors")
+
+
+def test_a_piped_run_prints_plain_lines_and_no_progress_bar(tmp_path, tiny_data, capfd):
+    _trainer(tmp_path, tiny_data, train={"phase_steps": {"init": 1, "adv": 1}, "progress": True}).fit()
+    out, err = capfd.readouterr()  # both are pipes here
+    assert out.splitlines()[0].startswith("step 1/2  init  ") and "━" not in err and "step" not in err
+
+
 def test_existing_run_dir_is_refused(tmp_path, tiny_data):
     _trainer(tmp_path, tiny_data, train={"phase_steps": {"init": 1, "adv": 0}}).fit()
     with pytest.raises(UsageError, match="already holds a run"):

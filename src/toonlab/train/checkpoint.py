@@ -140,7 +140,7 @@ def set_rng_state(state: dict) -> None:
 
 def read_init_weights(path: str | Path) -> dict[str, dict[str, torch.Tensor]] | dict[str, torch.Tensor]:
     """Weights for ``--init-from``: a training state → ``{"networks": {name: state_dict}}``; an export file →
-    ``{"translator": state_dict}``. Anything else raises ToonlabError (one line, names the file)."""
+    ``{"translator": state_dict, "model": name, "config": the export's model config}``. Anything else raises ToonlabError (one line, names the file)."""
     from safetensors import safe_open
 
     from toonlab.checkpoint import read_export_metadata
@@ -163,7 +163,11 @@ def read_init_weights(path: str | Path) -> dict[str, dict[str, torch.Tensor]] | 
     except Exception as e:
         raise ToonlabError(f"{path}: not a readable export checkpoint ({str(e).splitlines()[0]})") from None
     verify_digest(path, weights, meta)
-    return {"translator": weights, "model": meta["model"]}
+    try:
+        config = json.loads(meta.get("config", "{}"))
+    except ValueError:
+        config = {}
+    return {"translator": weights, "model": meta["model"], "config": config if isinstance(config, dict) else {}}
 
 
 class RunLock:

@@ -40,7 +40,7 @@ class RunLogger:
                 print("warning: train.tensorboard needs the [tensorboard] extra (tensorboard is not installed): "
                       "pip install 'toonlab[tensorboard]', or train.tensorboard=false; metrics.jsonl has every "
                       "record", file=sys.stderr)
-        if progress:
+        if progress and sys.stderr.isatty():  # piped, a bar's last frame would be left as a cut-off line
             # rich draws from Python's global RNG when first imported (rich.style's ids): a resumed run imports it
             # after its RNG states are restored, which moved the saved Python RNG position off the uninterrupted one
             state = random.getstate()

@@ -335,8 +335,11 @@ class Trainer:
         try:
             self.model.translator().load_state_dict(weights["translator"], strict=True)
         except RuntimeError as e:
-            raise ToonlabError(f"{path}: weights do not match this {self.model.name!r} config "
-                               f"({str(e).splitlines()[0]})") from None
+            ours = json.loads(json.dumps(self.model.config_dict()))  # tuples as the export stores them
+            differ = [f"{k}: {weights['config'][k]!r} in the export, {ours[k]!r} here" for k in sorted(ours)
+                      if k in weights["config"] and weights["config"][k] != ours[k]]
+            why = "; ".join(differ[:4]) if differ else str(e).splitlines()[0]
+            raise ToonlabError(f"{path}: weights do not match this {self.model.name!r} config ({why})") from None
 
     def _state(self) -> dict:
         rngs = [rng_state()]
