@@ -30,13 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from toonlab.data.prepare.frames import CUT_THRESHOLD, CUT_THUMB, thumb_difference
 from toonlab.errors import UsageError
 
 # Measured on the constructed clips and the real pan/zoom clip for CTSS, AnimeGAN and the classic
 # (benchmarks/README.md, issue 26): the warping error falls ≥ 50 % while SSIM to the per-frame output stays ≥ 0.9.
 DEFAULT_WEIGHT = 0.7
-CUT_THRESHOLD = 30.0  # mean |Δ| of 0–255 gray thumbnails: the same rule and value as prepare frames' detector
-_THUMB = (64, 36)
 _PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
             "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
@@ -73,9 +72,8 @@ def is_cut(prev_gray: np.ndarray, gray: np.ndarray, threshold: float = CUT_THRES
     """Scene cut between two gray frames (any size, uint8): mean |Δ| of their 64×36 thumbnails > ``threshold``."""
     if prev_gray.shape != gray.shape:
         return True
-    a = cv2.resize(prev_gray, _THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
-    b = cv2.resize(gray, _THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
-    return float(np.abs(a - b).mean()) > threshold
+    return thumb_difference(cv2.resize(prev_gray, CUT_THUMB, interpolation=cv2.INTER_AREA),
+                            cv2.resize(gray, CUT_THUMB, interpolation=cv2.INTER_AREA)) > threshold
 
 
 @lru_cache(maxsize=4)

@@ -32,7 +32,14 @@ from toonlab.errors import ToonlabError, UsageError
 
 STATE_DIR = ".frames"
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
-_THUMB = (64, 36)  # scene-cut thumbnails: enough to see a cut, cheap to convert
+CUT_THUMB = (64, 36)  # scene-cut thumbnails (width, height): enough to see a cut, cheap to convert
+CUT_THRESHOLD = 30.0  # mean |Δ| of 0–255 gray thumbnails that counts as a cut (our choice)
+
+
+def thumb_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean |a − b| of two (36,64) uint8 gray thumbnails, on 0–255; above ``CUT_THRESHOLD`` is a scene cut (the
+    detector of ``prepare frames`` and of the video stabiliser, ``toonlab.infer.temporal``)."""
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class FrameConfig:
 
     every: float = 1.0            # seconds between interval samples; 0 = no interval sampling
     scene_cuts: bool = False      # also sample the first frame after each detected cut
-    cut_threshold: float = 30.0   # mean |Δ| of 0–255 gray thumbnails that counts as a cut (our choice)
+    cut_threshold: float = CUT_THRESHOLD
     min_cut_gap: float = 0.5      # seconds: cuts closer than this to the previous cut sample are ignored (flashes)
     skip_start: float = 0.0       # seconds skipped at the start (films: opening, e.g. 120)
     skip_end: float = 0.0         # seconds skipped at the end (films: credits, e.g. 300)
@@ -120,9 +127,9 @@ class _Sampler:
         cut = False
         if thumb is not None:
             if self.prev_thumb is not None:
-                diff = float(np.abs(thumb.astype(np.int16) - self.prev_thumb).mean())
-                cut = diff > self.cfg.cut_threshold and t - self.last_cut_t >= self.cfg.min_cut_gap
-            self.prev_thumb = thumb.astype(np.int16)
+                cut = (thumb_difference(thumb, self.prev_thumb) > self.cfg.cut_threshold
+                       and t - self.last_cut_t >= self.cfg.min_cut_gap)
+            self.prev_thumb = thumb
             if cut:
                 self.last_cut_t = t
         if t < self.start or (self.resume_after is not None and t <= self.resume_after):
@@ -196,7 +203,7 @@ def _process_video(job: tuple[str, str, str, dict]) -> dict:
                         continue
                     if t >= stop:
                         break
-                    thumb = (frame.reformat(width=_THUMB[0], height=_THUMB[1], format="gray").to_ndarray()
+                    thumb = (frame.reformat(width=CUT_THUMB[0], height=CUT_THUMB[1], format="gray").to_ndarray()
                              if cfg.scene_cuts else None)
                     why = sampler.reason(t, thumb)
                     if why is None:
