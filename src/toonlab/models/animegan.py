@@ -19,7 +19,7 @@ from torch import nn
 
 from toonlab import losses, ops
 from toonlab.config import ranged
-from toonlab.models.base import Model, Phase, init_then_adversarial, register
+from toonlab.models.base import Model, Phase, init_then_adversarial, perceptual_net, register
 from toonlab.nn.blocks import (
     ConvNormAct,
     InvertedResBlock,
@@ -27,7 +27,7 @@ from toonlab.nn.blocks import (
     apply_spectral_norm,
     init_normal,
 )
-from toonlab.nn.perceptual import Perceptual, shared_perceptual
+from toonlab.nn.perceptual import Perceptual
 
 
 class AnimeGANv2Generator(nn.Module):
@@ -127,7 +127,7 @@ class AnimeGAN(Model):
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c, G, D = self.cfg, self.networks["G"], self.networks["D"]
         photo = batch["photo"]
-        vgg = shared_perceptual(c.perceptual, photo.device)
+        vgg = perceptual_net(c, photo.device)  # at the configured feature scale (model.perceptual_scale)
         if step == "init":
             with torch.no_grad():
                 target = vgg(photo)

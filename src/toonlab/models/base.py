@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Mapping
 import torch
 from torch import nn
 
-from toonlab.config import from_dict, to_dict
+from toonlab.config import from_dict, ranged, to_dict
 from toonlab.errors import UsageError
 
 
@@ -123,11 +123,12 @@ def init_then_adversarial(cfg: Any, d_nets: tuple[str, ...] = ("D",)) -> tuple[P
 
 
 def perceptual_net(cfg: Any, device: torch.device | str) -> nn.Module:
-    """The frozen backbone ``cfg.perceptual`` names (``toonlab.nn.perceptual``), shared, built on first use,
-    outside ``networks``: ``(B,3,H,W)`` in [-1, 1] → ``(B,C,H/8,W/8)``. Content, Gram and mean-std losses use it."""
+    """The frozen backbone ``cfg.perceptual`` names (``toonlab.nn.perceptual``) at the feature scale
+    ``cfg.perceptual_scale``, shared, built on first use, outside ``networks``: ``(B,3,H,W)`` in [-1, 1] →
+    ``(B,C,H/8,W/8)``. Content, Gram and mean-std losses use it."""
     from toonlab.nn.perceptual import shared_perceptual
 
-    return shared_perceptual(cfg.perceptual, device)
+    return shared_perceptual(cfg.perceptual, device, cfg.perceptual_scale)
 
 
 def perceptual_content_loss(cfg: Any, fake: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
@@ -139,6 +140,21 @@ def perceptual_content_loss(cfg: Any, fake: torch.Tensor, photo: torch.Tensor) -
     with torch.no_grad():
         target = net(photo)
     return losses.content_loss(net(fake), target)
+
+
+def _with_perceptual_scale(config: type) -> type:
+    """``config`` (a model Config with a ``perceptual`` field) extended by ``perceptual_scale``: the mean |feature|
+    the EfficientNet / random backbones are scaled to (``toonlab.nn.perceptual``; VGG19 files keep their native
+    scale). Declared here, once, for every system whose losses run on the backbone; default ``FEATURE_TARGET``
+    (5.0), a calibration chosen by a sweep (docs/perceptual.md). Configs written without it load with the default."""
+    from toonlab.nn.perceptual import FEATURE_TARGET
+
+    extended = dataclasses.make_dataclass(
+        config.__name__, [("perceptual_scale", float, ranged(FEATURE_TARGET, gt=0))], bases=(config,),
+        frozen=config.__dataclass_params__.frozen)
+    for attr in ("__module__", "__qualname__", "__doc__"):
+        setattr(extended, attr, getattr(config, attr))
+    return extended
 
 
 def _legacy_perceptual(fields: Mapping) -> dict:
@@ -163,6 +179,9 @@ def register(name: str):
             raise ValueError(f"model name {name!r} registered twice")
         if not dataclasses.is_dataclass(cls.Config):
             raise TypeError(f"{cls.__name__}.Config must be a dataclass")
+        names = {f.name for f in dataclasses.fields(cls.Config)}
+        if "perceptual" in names and "perceptual_scale" not in names:
+            cls.Config = _with_perceptual_scale(cls.Config)
         cls.name = name
         _REGISTRY[name] = cls
         return cls
