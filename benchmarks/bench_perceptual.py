@@ -11,7 +11,9 @@ depthwise conv, BN and ReLU6, before the projection; i ≥ 1), ``a+b`` an equal-
 scaled to mean |f| = ``FEATURE_TARGET`` (5.0, toonlab's calibration) on the photos, the loss the mean over the
 terms (so every layer counts alike, and the whole weighs as one calibrated layer). ``pixel`` is plain L1 on the
 image. A suffix ``@yuv`` adds CTSS's / AnimeGAN's YUV colour loss (``losses.yuv_color_loss``, CTSS eq 14) between
-output and photo at CTSS's ratio to the content term, λ_col / λ_con = 15 / 1.5 = 10 (``init`` only).
+output and photo at CTSS's ratio to the content term, λ_col / λ_con = 15 / 1.5 = 10 (``init`` only). A suffix
+``@up2`` takes the features of the images upsampled 2× (bilinear), so that EfficientNet's stride-2 stem samples
+every pixel of the original grid (``b4@up2``, ``b4@up2@yuv``).
 
 ``invert``: real photos (scikit-image's astronaut, chelsea, coffee, rocket, stereo_motorcycle; each short side
 resized to 64 with a centre crop, and to 128 with its four 64² centre-quadrant crops: 25 images, [-1, 1]). From a
@@ -24,7 +26,11 @@ over images (and the worst channel). It tells what a content loss on that layer 
 on SynthToon photos (64², batch 4, the recipe's ``lr_init`` and betas) for ``--steps`` steps of the content-only
 init phase — L1 between F(G(x)) and F(x) with F the named features, i.e. the systems' ``init`` step up to its
 constant λ — then scored on the 48 test photos: PSNR(G(x), x) and the mean-colour error (as above, per image, and
-of the whole set's mean RGB). ``pixel`` is the network's own limit at that budget. Threads: 1 (set
+of the whole set's mean RGB), PSNR with each output's mean RGB moved onto its photo's (``psnr_colour_matched``:
+what the form alone scores), PSNR after 2×2 average pooling of both (``psnr_pool2``: blind to a one-pixel
+checkerboard) and the RMS of that checkerboard (``checker_rms``: the (π, π) component of each 2×2 block, on
+[-1, 1]; also of the untrained G, ``checker_rms_init``, and of the photos). ``pixel`` is the network's own limit at
+that budget. ``--grid DIR`` saves each run's first 8 test photos over their outputs as a PNG. Threads: 1 (set
 ``OMP_NUM_THREADS``); figures do not depend on load.
 """
 
@@ -75,20 +81,34 @@ class Taps(nn.Module):
         return [out[t] * s for t, s in zip(self.taps, self.scales)]
 
 
+class Upsampled(nn.Module):
+    """``net`` applied to the images upsampled 2× (bilinear): a stride-2 stem then samples every original pixel."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+
+
 class Pixel(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [x]
 
 
 def features(spec: str, calibrate: torch.Tensor) -> nn.Module:
-    """``pixel`` or a :class:`Taps` whose terms are each scaled to mean |f| = FEATURE_TARGET on ``calibrate``."""
+    """``pixel`` or a :class:`Taps` (``@up2``: of the 2×-upsampled images) whose terms are each scaled to mean
+    |f| = FEATURE_TARGET on ``calibrate``."""
     from toonlab.nn.perceptual import FEATURE_TARGET
 
-    if spec == "pixel":
+    layers, *mods = spec.split("@")
+    if layers == "pixel":
         return Pixel()
-    net = Taps(spec)
+    taps = Taps(layers)
+    net = Upsampled(taps) if "up2" in mods else taps
     with torch.no_grad():
-        net.scales = [FEATURE_TARGET / f.abs().mean().item() for f in net(calibrate)]
+        taps.scales = [FEATURE_TARGET / f.abs().mean().item() for f in net(calibrate)]
     return net.requires_grad_(False)
 
 
@@ -125,6 +145,27 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (dB) of (N,3,H,W) [-1, 1] tensors, on the [0, 1] scale."""
     mse = (((a - b) / 2) ** 2).flatten(1).mean(1)
     return 10 * torch.log10(1 / mse.clamp_min(1e-12))
+
+
+def colour_matched(out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``out`` with each image's mean RGB moved onto ``ref``'s (clamped to [-1, 1])."""
+    return (out - out.mean((2, 3), keepdim=True) + ref.mean((2, 3), keepdim=True)).clamp(-1, 1)
+
+
+def checker_rms(x: torch.Tensor) -> float:
+    """RMS over (N,3,H,W) [-1, 1] images of each 2×2 block's checkerboard component (a − b − c + d) / 4."""
+    b = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2].unfold(2, 2, 2).unfold(3, 2, 2)
+    return (b[..., 0, 0] - b[..., 0, 1] - b[..., 1, 0] + b[..., 1, 1]).div(4).pow(2).mean().sqrt().item()
+
+
+def save_grid(path: Path, photos: torch.Tensor, outputs: torch.Tensor) -> None:
+    """PNG: the first 8 photos (top row) over their outputs, shown 2× (nearest)."""
+    from PIL import Image
+
+    grid = torch.cat([torch.cat(list(photos[:8]), 2), torch.cat(list(outputs[:8]), 2)], 1)
+    img = ((grid.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
 
 
 def colour_error(out: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
@@ -166,8 +207,9 @@ def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, tes
     c = model.cfg
     from toonlab.losses import yuv_color_loss
 
-    layers, _, colour = spec.partition("@")
-    net = features(layers, test)
+    net = features(spec, test)
+    with torch.no_grad():
+        untrained = G(test[:16]).clamp(-1, 1)
     opt = torch.optim.Adam(G.parameters(), c.lr_init, tuple(c.betas))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -178,16 +220,21 @@ def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, tes
         opt.zero_grad()
         y = G(x)
         loss = feature_l1(net, y, x)
-        if colour == "yuv":
+        if "yuv" in spec.split("@"):
             loss = loss + 10.0 * yuv_color_loss(y, x)
         loss.backward()
         opt.step()
     G.eval()
     with torch.no_grad():
         y = torch.cat([G(test[i:i + 16]) for i in range(0, len(test), 16)]).clamp(-1, 1)
+    if args.grid:
+        save_grid(Path(args.grid) / f"{system}_{spec.replace('@', '-')}_{args.steps}_s{seed}.png", test, y)
+    pool = nn.AvgPool2d(2)
     return {"system": system, "loss": spec, "seed": seed, "steps": args.steps,
             "psnr": round(psnr(y, test).mean().item(), 3), **colour_error(y, test),
-            "wall_s": round(time.perf_counter() - t0, 1)}
+            "psnr_colour_matched": round(psnr(colour_matched(y, test), test).mean().item(), 3),
+            "psnr_pool2": round(psnr(pool(y), pool(test)).mean().item(), 3), "checker_rms": round(checker_rms(y), 4),
+            "checker_rms_init": round(checker_rms(untrained), 4), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def synth_photos(size: int, n: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,6 +260,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--grid", default=None, help="init: folder for a PNG per run (photos over outputs)")
     args = ap.parse_args()
     env = {"torch": torch.__version__, "threads": torch.get_num_threads()}
     if args.mode == "invert":
@@ -249,6 +297,7 @@ def main() -> None:
                     out.write_text(json.dumps({"benchmark": "perceptual_init", "size": args.size,
                                                "batch": args.batch, "steps": args.steps, **env,
                                                "photos": colour_error(test, test)["set_mean_rgb"],
+                                               "photos_checker_rms": round(checker_rms(test), 4),
                                                "runs": rows}, indent=1))
         result = json.loads(out.read_text())
     out.parent.mkdir(parents=True, exist_ok=True)
