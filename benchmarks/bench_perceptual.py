@@ -2,6 +2,8 @@
 
     python benchmarks/bench_perceptual.py invert [--features b1,b2,...] [--steps 300] [--size 64]
         [--out benchmarks/results/perceptual_invert.json]
+    python benchmarks/bench_perceptual.py probe [--features b4,b4@up2] [--size 64]
+        [--out benchmarks/results/perceptual_probe.json]
     python benchmarks/bench_perceptual.py init [--systems ctss,animegan,cartoongan] [--losses pixel,b4,...]
         [--steps 200] [--seeds 0] [--size 64] [--batch 4] [--out benchmarks/results/perceptual_init.json]
 
@@ -21,6 +23,11 @@ gray image, Adam (lr 0.03, ``--steps``) minimises L1 between the features of the
 clamped to [-1, 1] after each step. Reported: PSNR of the inverted image to the photo (dB, [0, 1] scale, mean over
 images) and its mean-colour error: |mean RGB of the inverted image − the photo's| per channel on [-1, 1], averaged
 over images (and the worst channel). It tells what a content loss on that layer pins down of the photo.
+
+``probe``: how strongly each feature set responds to a pattern added to the 25 real photos: mean |F(x + p) − F(x)|
+(features calibrated as above) for patterns p of RMS 0.2 on [-1, 1] — a one-pixel checkerboard ((−1)^(i+j), the
+artefact of stride-2 transposed convolutions), alternating rows, white noise, smooth noise (8×8 Gaussian noise
+upsampled bilinearly) and a constant offset (a colour cast); seconds.
 
 ``init``: each system's generator (its recipe's defaults, ``configs/<name>.yaml``) is trained from its seeded init
 on SynthToon photos (64², batch 4, the recipe's ``lr_init`` and betas) for ``--steps`` steps of the content-only
@@ -194,6 +201,26 @@ def invert(spec: str, photos: torch.Tensor, steps: int, lr: float = 0.03) -> dic
     return {"psnr": round(psnr(x, photos).mean().item(), 3), **colour_error(x, photos)}
 
 
+def probe(spec: str, photos: torch.Tensor) -> dict[str, float]:
+    """Mean |F(x + p) − F(x)| for the patterns of the module docstring, each of RMS 0.2 (seeded noise)."""
+    net = features(spec, photos)
+    gen = torch.Generator().manual_seed(0)
+    h, w = photos.shape[-2:]
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    patterns = {"checkerboard": ((-1.0) ** (i + j)).expand(1, 3, h, w),
+                "alternating_rows": ((-1.0) ** i).expand(1, 3, h, w),
+                "white_noise": torch.randn(1, 3, h, w, generator=gen),
+                "smooth_noise": F.interpolate(torch.randn(1, 3, 8, 8, generator=gen), size=(h, w), mode="bilinear"),
+                "offset": torch.ones(1, 3, h, w)}
+    out = {}
+    with torch.no_grad():
+        ref = net(photos)
+        for name, p in patterns.items():
+            p = p * 0.2 / p.pow(2).mean().sqrt()
+            out[name] = round(sum((f - r).abs().mean().item() for f, r in zip(net(photos + p), ref)) / len(ref), 3)
+    return out
+
+
 def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, test: torch.Tensor) -> dict:
     """Train ``system``'s G on the content-only init loss through ``spec`` for ``args.steps`` steps; score it."""
     from toonlab.models import build_model
@@ -251,7 +278,7 @@ def synth_photos(size: int, n: int, n_test: int) -> tuple[torch.Tensor, torch.Te
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=("invert", "init"))
+    ap.add_argument("mode", choices=("invert", "probe", "init"))
     ap.add_argument("--features", default="b1,b2,b3,b4,b5,b6,b7,b2x,b4x,b7x,b2+b4,b1+b4+b7")
     ap.add_argument("--systems", default="ctss,animegan,cartoongan")
     ap.add_argument("--losses", default="pixel,b4")
@@ -280,6 +307,11 @@ def main() -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1))  # partial results survive an interruption
         result = json.loads(out.read_text())
+    elif args.mode == "probe":
+        photos = real_photos(args.size)
+        result = {"benchmark": "perceptual_probe", "size": args.size, "images": len(photos), "rms": 0.2, **env,
+                  "features": {spec: probe(spec, photos) for spec in args.features.split(",")}}
+        out = Path(args.out or ROOT / "benchmarks/results/perceptual_probe.json")
     else:
         args.steps = args.steps or 200
         train, test = synth_photos(args.size, 240, 48)
