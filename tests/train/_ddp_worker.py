@@ -1,6 +1,7 @@
 """Run under torchrun by test_ddp.py: train the tiny model from CONFIG, then save this rank's weights to
-OUT/rank<R>.safetensors."""
+OUT/rank<R>.safetensors. NAN_RANK=R NAN_CALLS=i,j makes those G-step calls' losses NaN on rank R alone."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from toonlab.train.trainer import Trainer  # noqa: E402
 torch.set_num_threads(1)
 config, out = sys.argv[1], Path(sys.argv[2])
 trainer = Trainer(load_run_config(config))
+if os.environ.get("NAN_RANK") == str(trainer.dist.rank):
+    trainer.model.cfg.nan_calls = [int(i) for i in os.environ["NAN_CALLS"].split(",")]
 trainer.fit()
 with D.unwrapped(trainer.model.networks):
     weights = {f"{n}.{k}": v.detach().clone() for n, net in trainer.model.networks.items()

@@ -70,6 +70,11 @@ class TrainConfig:
     # network with torch.compile; channels_last memory format for networks and batches (CPU: not bit-equal to the
     # default layout, so a run keeps the setting it started with)
     profile: int = ranged(0, ge=0)
+    # skip a Step with a non-finite loss without reading the loss on the host: the finite flag stays on the device
+    # and makes the fused Adam step a no-op; strikes are read with the losses every log_every steps (so a restore or
+    # the divergence error comes up to log_every steps late). auto = on CUDA only (on CPU a read costs nothing and the
+    # default per-tensor Adam is bit-exact with earlier runs; true there switches to the fused Adam)
+    sync_free: Literal["auto"] | bool = "auto"
     compile: bool = False
     channels_last: bool = False
     sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN

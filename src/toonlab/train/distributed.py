@@ -68,6 +68,16 @@ def all_true(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def all_true_on_device(flag: torch.Tensor) -> torch.Tensor:
+    """0-d bool ``flag`` (on the training device) → whether it holds on every rank, still on the device: an
+    all-reduce queued on the stream, no host read (every rank must call it)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    t = flag.to(torch.int32).reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t[0].bool()
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

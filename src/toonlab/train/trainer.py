@@ -6,7 +6,8 @@ Step's networks get gradients (all others are frozen), ``training_step`` gives `
 Adam update (betas and lr from the Step, optional linear decay), ``model.after_optimizer_step``. Phases last
 ``epochs`` passes over the photo set (or ``train.phase_steps``); an optimiser per Step is created when its phase
 begins. Non-finite losses skip their Step; after ``nan_strikes`` of them the last good weights and optimiser
-states are restored. Rank 0 writes the run dir under a lock (``train.lock``): ``config.yaml``, ``env.json``,
+states are restored. With ``train.sync_free`` (auto: on CUDA) the skip is decided on the device (the fused Adam's
+``found_inf``) and the strikes are counted when the losses are read, every ``log_every`` steps. Rank 0 writes the run dir under a lock (``train.lock``): ``config.yaml``, ``env.json``,
 ``metrics.jsonl``, ``samples/``, ``checkpoints/`` (``export-XXXXXXX.safetensors``, ``state-XXXXXXX.safetensors``,
 ``latest.safetensors``, ``best.safetensors``) and, after a resume that changed settings, ``overrides.jsonl``.
 
@@ -153,6 +154,8 @@ class Trainer:
         self.lock = RunLock(self.run_dir)
         self._signal: int | None = None
         self.amp = t.amp
+        # the finite check of each Step's loss stays on the device (see _train_step); on CPU a host read is free
+        self.sync_free = t.sync_free if isinstance(t.sync_free, bool) else self.device.type == "cuda"
         if t.amp != "none" and self.device.type != "cuda":
             print(f"warning: train.amp={t.amp} needs CUDA; training in fp32 on {self.device}", file=sys.stderr)
             self.amp = "none"
@@ -200,9 +203,11 @@ class Trainer:
         self.window: dict[str, list[float]] = {}  # best_metric values since the last scheduled checkpoint
         self.log_sums: dict[str, float] = {}  # logged values since the last metrics line, and their counts
         self.log_counts: dict[str, int] = {}
-        # per step taken since the last read: "<Step>/<loss>" -> its micro-batches' detached losses, still on the
-        # device (read in one transfer by _drain_logs every log_every steps and before a checkpoint)
-        self._pending_logs: list[dict[str, list[torch.Tensor]]] = []
+        # per step taken since the last read: (step, [(Step name, finite flag or None, "<Step>/<loss>" -> its
+        # micro-batches' detached losses)]), still on the device (read in one transfer by _drain_logs every
+        # log_every steps, before a checkpoint and before a new phase)
+        self._pending_logs: list[tuple[int, list[tuple[str, torch.Tensor | None, dict[str, list[torch.Tensor]]]]]] = []
+        self._good: dict | None = None  # the last good state (_snapshot) that too many strikes restore
         self.metrics_lines = 0  # lines of metrics.jsonl that belong to the steps done
         self.phase_name: str | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -406,8 +411,8 @@ class Trainer:
         for st in phase.steps:
             key = f"{phase.name}.{st.name}"
             # CUDA: one fused kernel per optimiser step; CPU keeps the per-tensor loop (foreach is bit-equal on
-            # CPU but no faster there, fused is not bit-equal)
-            fast = {"fused": True} if self.device.type == "cuda" else {}
+            # CPU but no faster there, fused is not bit-equal) unless sync_free needs the fused one's found_inf
+            fast = {"fused": True} if self.device.type == "cuda" or self.sync_free else {}
             self.optimizers[key] = torch.optim.Adam(self._params(st), lr=st.lr, betas=tuple(st.betas), **fast)
             if self.amp == "fp16":
                 self.scalers[key] = torch.amp.GradScaler("cuda")
@@ -459,7 +464,7 @@ class Trainer:
             profiler = StepProfiler(self.run_dir / "profile", t.profile, self.device)
         region = profiler.region if profiler is not None else (lambda name: contextlib.nullcontext())
         self.model.train()
-        good = self._snapshot()
+        self._good = self._snapshot()
         last_log = time.perf_counter()
         steps_timed = 0  # for images/s only: the sums themselves are training state
         epoch_told = None  # set_epoch is (re)called at the start of every fit, so resumed models get it too
@@ -471,8 +476,9 @@ class Trainer:
             while self.step < self.stop_step:
                 span = self._span_at(self.step)
                 if span.phase.name != self.phase_name:
+                    self._drain_logs()  # sync_free: the old phase's strikes restore the old phase's good state
                     self._enter_phase(span.phase)
-                    good = self._snapshot()
+                    self._good = self._snapshot()
                 self.epoch = self.position // len(self.sources.photos)
                 if self.epoch != epoch_told and hasattr(self.model, "set_epoch"):
                     self.model.set_epoch(self.epoch)
@@ -481,15 +487,8 @@ class Trainer:
                     micro = [self._to_device(next(it)) for _ in range(t.grad_accum)]
                 self.position += self.images_per_step
                 with region("step"):
-                    self._pending_logs.append(self._train_step(span, micro))
-                if self.strikes >= t.nan_strikes:
-                    self.restores += 1
-                    if self.restores > t.max_restores:
-                        raise ToonlabError(f"training diverged: non-finite losses persisted after "
-                                           f"{t.max_restores} restores (step {self.step})")
-                    self._restore(good)
-                    self.strikes = 0
-                    self.logger.log({"step": self.step, "event": "restored_last_good_state"})
+                    self._pending_logs.append((self.step, self._train_step(span, micro)))
+                self._settle_strikes(self.step)  # sync_free: no strikes yet, _drain_logs counts them
                 self.step += 1
                 steps_timed += 1
                 self.logger.progress(self.step, span.phase.name)
@@ -513,7 +512,7 @@ class Trainer:
                 scheduled = self._scheduled(self.step)
                 if scheduled or signalled or out_of_time or self.step == self.stop_step:
                     self._checkpoint(scheduled)
-                    good = self._snapshot()
+                    self._good = self._snapshot()
                 if profiler is not None:
                     profiler.step()
                 if signalled:
@@ -575,11 +574,15 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
-    def _train_step(self, span: PhaseSpan, micro: list[dict]) -> dict[str, list[torch.Tensor]]:
-        """Every Step of the phase on the same micro-batches; returns the losses to log, ``"<Step>/<loss>"`` → one
-        detached 0-d tensor per micro-batch, left on the device (read later by ``_drain_logs``)."""
+    def _train_step(self, span: PhaseSpan, micro: list[dict]
+                    ) -> list[tuple[str, torch.Tensor | None, dict[str, list[torch.Tensor]]]]:
+        """Every Step of the phase on the same micro-batches; returns, per Step not already skipped here, (name,
+        finite, losses): ``finite`` is None on the sync path (checked on the host, per micro-batch), and with
+        ``sync_free`` a 0-d bool device tensor, all micro-batches' and ranks' losses finite (where it is false the
+        update was a no-op on the device); losses ``"<Step>/<loss>"`` → one detached 0-d tensor per micro-batch, left
+        on the device (read later by ``_drain_logs``)."""
         t = self.cfg.train
-        logs: dict[str, list[torch.Tensor]] = {}
+        done = []
         for st in span.phase.steps:
             key = f"{span.phase.name}.{st.name}"
             opt, scaler = self.optimizers[key], self.scalers.get(key)
@@ -588,7 +591,8 @@ class Trainer:
             self._toggle(st)
             opt.zero_grad(set_to_none=True)
             nets = [self.model.networks[n] for n in st.networks]
-            finite = True
+            finite = True  # sync path: read on the host after each micro-batch
+            all_finite: torch.Tensor | None = None  # sync_free: AND over the micro-batches, on the device
             step_logs: dict[str, list[torch.Tensor]] = {}
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext() if i == len(micro) - 1 else D.no_sync(nets)
@@ -596,44 +600,90 @@ class Trainer:
                     with self._autocast():
                         losses = self.model.training_step(st.name, batch)
                     loss = losses["loss"]
-                    finite = D.all_true(bool(torch.isfinite(loss.detach()).all()), self.device)
-                    if not finite:
-                        break
-                    loss = loss.float() / len(micro)
+                    if self.sync_free:  # always backward; the optimiser step below is skipped on the device
+                        ok = torch.isfinite(loss.detach()).all()
+                        all_finite = ok if all_finite is None else all_finite & ok
+                        loss = loss.float() / len(micro)
+                        if scaler is not None:  # NaN gradients: the GradScaler's own inf check skips the step
+                            loss = loss * torch.where(ok, 1.0, math.nan)
+                    else:
+                        finite = D.all_true(bool(torch.isfinite(loss.detach()).all()), self.device)
+                        if not finite:
+                            break
+                        loss = loss.float() / len(micro)
                     (scaler.scale(loss) if scaler is not None else loss).backward()
                 for k, v in losses.items():
                     step_logs.setdefault(f"{st.name}/{k}", []).append(v.detach())
             if not finite:
                 opt.zero_grad(set_to_none=True)
-                self.strikes += 1
-                self.logger.log({"step": self.step, "event": "non_finite_loss", "step_name": st.name})
+                self._strike(self.step, st.name)
                 continue
+            if self.sync_free:
+                all_finite = D.all_true_on_device(all_finite)
             if scaler is not None:
                 scaler.step(opt)
                 scaler.update()
+            elif self.sync_free:
+                _step_unless(opt, all_finite)
             else:
                 opt.step()
+            # sync_free calls the hook after a skipped step too: it must leave unchanged weights as they are (the
+            # default, AdaLIN's ρ clamp to [0, 1], does)
             self.model.after_optimizer_step(st.name)
-            logs.update(step_logs)
+            done.append((st.name, all_finite, step_logs))
         if self.ema is not None:
             self._ema_update(t.ema)
-        return logs
+        return done
+
+    def _strike(self, step: int, step_name: str) -> None:
+        """Step ``step_name`` of training step ``step`` (0-based) had a non-finite loss and was skipped."""
+        self.strikes += 1
+        self.logger.log({"step": step, "event": "non_finite_loss", "step_name": step_name})
+
+    def _settle_strikes(self, step: int) -> None:
+        """After the strikes of training step ``step``: at ``nan_strikes`` restore the last good state (or stop with
+        an error after ``max_restores`` restores). With sync_free this runs when the flags are read, up to
+        ``log_every`` steps later: the record then says at which step count it was applied (the steps in between,
+        trained from the diverged weights, are undone with it)."""
+        t = self.cfg.train
+        if self.strikes < t.nan_strikes:
+            return
+        self.restores += 1
+        if self.restores > t.max_restores:
+            raise ToonlabError(f"training diverged: non-finite losses persisted after {t.max_restores} restores "
+                               f"(step {step})")
+        self._restore(self._good)
+        self.strikes = 0
+        rec = {"step": step, "event": "restored_last_good_state"}
+        if self.sync_free:
+            rec["applied_at_step"] = self.step
+        self.logger.log(rec)
 
     def _drain_logs(self) -> dict[str, float]:
-        """Read the pending losses (one device → host transfer) into the log sums and the ``best_metric`` window,
-        with the float arithmetic of a per-step read (metrics.jsonl is unchanged); returns the newest step's."""
+        """Read the pending losses and finite flags (one device → host transfer) into the log sums and the
+        ``best_metric`` window, with the float arithmetic of a per-step read (metrics.jsonl is unchanged); a Step
+        whose flag is false is a strike at its step and its losses are dropped, as the sync path never records
+        them. Returns the newest step's values."""
         pending, self._pending_logs = self._pending_logs, []
-        flat = [v.float() for logs in pending for vs in logs.values() for v in vs]
+        flat = [v.float() for _, entries in pending for _, ok, logs in entries
+                for v in ([] if ok is None else [ok]) + [v for vs in logs.values() for v in vs]]
         values = iter(torch.stack(flat).tolist() if flat else [])
         last: dict[str, float] = {}
-        for logs in pending:
+        for step, entries in pending:
             last = {}
-            for k, vs in logs.items():
-                last[k] = 0.0
-                for _ in vs:  # the mean over micro-batches, summed in their order
-                    last[k] += next(values) / self.cfg.train.grad_accum
-                self.log_sums[k] = self.log_sums.get(k, 0.0) + last[k]
-                self.log_counts[k] = self.log_counts.get(k, 0) + 1
+            for name, ok, logs in entries:
+                finite = ok is None or next(values) == 1.0
+                read = {k: [next(values) for _ in vs] for k, vs in logs.items()}
+                if not finite:
+                    self._strike(step, name)
+                    continue
+                for k, vs in read.items():
+                    last[k] = 0.0
+                    for v in vs:  # the mean over micro-batches, summed in their order
+                        last[k] += v / self.cfg.train.grad_accum
+                    self.log_sums[k] = self.log_sums.get(k, 0.0) + last[k]
+                    self.log_counts[k] = self.log_counts.get(k, 0) + 1
+            self._settle_strikes(step)
             if self.cfg.train.best_metric in last:
                 self.window.setdefault(self.cfg.train.best_metric, []).append(last[self.cfg.train.best_metric])
         return last
@@ -729,6 +779,18 @@ class Trainer:
             for p, _ in files:
                 if p not in keep:
                     p.unlink(missing_ok=True)
+
+
+def _step_unless(opt: torch.optim.Optimizer, finite: torch.Tensor) -> None:
+    """``opt.step()`` that is a no-op on the device where the 0-d bool ``finite`` is false: the fused Adam takes
+    ``found_inf`` the way GradScaler hands it over (an attribute read by ``step``), leaves parameters, exp_avg and
+    exp_avg_sq alone and takes its step count back. A masked update of the per-tensor Adam would read its host step
+    counters all the same, so sync_free always builds the fused one (``_enter_phase``)."""
+    opt.found_inf = (~finite).to(torch.float32)
+    try:
+        opt.step()
+    finally:
+        del opt.found_inf
 
 
 def _step_of(path: Path) -> int | None:
