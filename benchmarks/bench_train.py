@@ -3,6 +3,8 @@
     python benchmarks/bench_train.py [--models ctss,cartoongan] [--steps 3] [--warmup 1] [--batch N]
                                      [--size N] [--device cpu|cuda] [OVERRIDE ...]   (e.g. train.amp=bf16)
     python benchmarks/bench_train.py --baseline-src OLD/src --rounds 2 [same options]   (before/after)
+    python benchmarks/bench_train.py --baseline-src src --baseline-override train.sync_free=false \
+        --this-override train.sync_free=true [same options]   (one setting off/on, same tree)
 
 For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
 (configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
@@ -12,6 +14,8 @@ profiler's summary (train/profile.py) as ``profile``. Prints one JSON object.
 ``--baseline-src``: before/after on a shared machine — this benchmark runs alternately (A, B, A, B, …, ``--rounds``
 each) in fresh processes on another source tree (e.g. ``git archive OLD src | tar -x -C /tmp/old``) and on this
 one; the JSON has every run, each side's best images/s per phase and the ratio this/baseline.
+``--baseline-override`` / ``--this-override`` (repeatable) add an override to one side only, e.g. a setting the old
+tree does not know, or the same tree with a setting off and on.
 Perceptual backbone: what ``model.perceptual=auto`` resolves to here (VGG19 with its file, else EfficientNet-Lite0),
 or ``random`` when neither is available — reported as ``perceptual``.
 """
@@ -112,11 +116,13 @@ def compare(args: argparse.Namespace) -> dict:
             argv += [f"--{flag}", str(getattr(args, flag))]
     argv += args.overrides
     sides = {"baseline": str(Path(args.baseline_src).resolve()), "this": str(ROOT / "src")}
+    side_overrides = {"baseline": args.baseline_override, "this": args.this_override}
     runs: dict[str, list[dict]] = {k: [] for k in sides}
     for r in range(args.rounds):
         for side, src in sides.items():
             env = {**os.environ, "PYTHONPATH": src}
-            out = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, *argv, *side_overrides[side]], env=env,
+                                 capture_output=True, text=True)
             if out.returncode:
                 raise SystemExit(f"{side} run {r} failed:\n{out.stderr[-2000:]}")
             text = out.stdout[out.stdout.index('{\n "benchmark"'):]  # after the trainer's plain log lines
@@ -133,6 +139,7 @@ def compare(args: argparse.Namespace) -> dict:
     for name, m in best["this"].items():
         ratio[name]["cpu_s"] = round(m["cpu_s"] / best["baseline"][name]["cpu_s"], 3)
     return {"benchmark": "train_throughput_ab", "rounds": args.rounds, "baseline_src": sides["baseline"],
+            "overrides": args.overrides, "side_overrides": side_overrides,
             "best": best, "ratio_this_over_baseline": ratio, "runs": runs}
 
 
@@ -147,6 +154,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--baseline-src", default=None, help="another source tree: alternate runs on it and on this one")
     ap.add_argument("--rounds", type=int, default=2, help="with --baseline-src: runs per side")
+    ap.add_argument("--baseline-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --baseline-src: an override for the baseline side only (repeatable)")
+    ap.add_argument("--this-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --baseline-src: an override for this side only (repeatable)")
     ap.add_argument("overrides", nargs="*", help="dotted overrides for every run (e.g. train.amp=bf16)")
     args = ap.parse_args()
     if args.baseline_src:
