@@ -31,8 +31,9 @@ from toonlab.device import (KEPT_HEAP_FACTOR, cpu_heap_tunable, keep_cpu_heap, r
                             trim_cpu_heap)
 from toonlab.errors import ToonlabError, UsageError
 from toonlab.infer import streaming, tiling
-from toonlab.infer.backends import (AUTO_TIMING_SIDE, OrtBackend, TorchBackend, _read_json, _write_json,
-                                   cached_onnx, faster_backend, onnx_metadata, ort_missing_reason)
+from toonlab.infer.backends import (AUTO_TIMING_SIDE, PRECISION_CALIBRATION_SIDE, OrtBackend, TorchBackend,
+                                   _read_json, _write_json, bf16_verdict, cached_onnx, cpu_has_bf16, faster_backend,
+                                   onnx_metadata, ort_missing_reason, precision_choice)
 from toonlab.infer.postprocess import PostProcess
 
 _MEMORY_MODELS: dict[tuple, tiling.MemoryModel] = {}  # Translator.memory_model's per-architecture measurements
@@ -137,16 +138,57 @@ def _style_index(style: str | int, styles: tuple[str, ...], model: str) -> int:
     raise UsageError(f"unknown style {style!r} for model {model!r} (valid: {', '.join(styles)})")
 
 
-def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+def _pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | str:
+    """The torch dtype named by ``dtype`` (None: float32), or "auto" (decided per model: :func:`_auto_dtype`)."""
     if dtype is None:
         return torch.float32
+    if dtype == "auto":
+        return "auto"
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
-            raise UsageError(f"unknown dtype {dtype!r} (fp32, fp16, bf16)")
+            raise UsageError(f"unknown dtype {dtype!r} (auto, fp32, fp16, bf16)")
         dtype = _DTYPES[dtype]
     if dtype == torch.float16 and device.type != "cuda":
         raise UsageError("fp16 inference needs a CUDA device (use fp32 or bf16 on CPU)")
     return dtype
+
+
+def _auto_dtype(path: Path, wrapper: GeneratorWrapper, styles: tuple[str, ...], multiple: int,
+                device: torch.device, backend: str, channels_last: bool | None,
+                post: PostProcess) -> tuple[torch.dtype, str, dict | None]:
+    """``dtype="auto"``: ``(dtype, why, verdict)``. bf16 on a CPU with bf16 units where, on this model, it runs
+    faster than float32 and its output matches float32's (:func:`toonlab.infer.backends.bf16_verdict` on the
+    bundled astronaut photo at ``PRECISION_CALIBRATION_SIDE``², one image per style, with the model's own
+    post-processing; measured once per checkpoint and cached); float32 everywhere else. ``wrapper``: float32 on
+    the CPU, left unchanged."""
+    if device.type != "cpu":
+        # fp16 / bf16 on a GPU are not verified here (no GPU to measure their fidelity on): float32 until they are
+        return torch.float32, f"fp32: auto keeps float32 on {device.type}", None
+    if backend == "onnx":
+        return torch.float32, "fp32: ONNX Runtime runs float32", None
+    if not cpu_has_bf16():
+        return torch.float32, "fp32: this CPU has no bf16 units", None
+    import copy
+
+    import cv2
+
+    from toonlab.photos import load as load_photo
+
+    side = max(PRECISION_CALIBRATION_SIDE // multiple, 1) * multiple
+    photo = cv2.resize(load_photo("astronaut"), (side, side), interpolation=cv2.INTER_AREA)
+    n = max(len(styles), 1)
+    x = (torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0)[None].expand(n, -1, -1, -1).contiguous()
+    style = torch.arange(n) if styles else None
+    cl = _channels_last_pays(wrapper, device) if channels_last is None else channels_last
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    runs = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        module = (wrapper if dt == torch.float32 else copy.deepcopy(wrapper).to(dtype=dt)).to(memory_format=fmt)
+        tb = TorchBackend(module, channels_last=cl)
+        runs[name] = lambda x_, s_, tb=tb, dt=dt: post(tb(x_.to(dt), s_).clamp(0.0, 1.0), x_)
+    verdict = bf16_verdict(path, runs["fp32"], runs["bf16"], x, style)
+    choice, why = precision_choice(verdict)
+    return (torch.bfloat16 if choice == "bf16" else torch.float32), f"{why} (measured once at {side}²)", verdict
 
 
 def _ort_for_checkpoint(path: Path, model: nn.Module, meta: dict, wrapper: GeneratorWrapper,
@@ -204,7 +246,7 @@ class Translator:
                  overlap: int = 32, norm_stats: Literal["tile", "global"] = "global", batch_size: int = 8,
                  style: str | int | None = None, meta: dict | None = None, torch_backend: TorchBackend | None = None,
                  memory_model: tiling.MemoryModel | None = None, backend_note: str = "", min_side: int = 1,
-                 memory_key: tuple | None = None):
+                 memory_key: tuple | None = None, precision_verdict: dict | None = None):
         self.backend, self.name, self.device, self.dtype = backend, name, device, dtype
         self.size_multiple, self.styles, self.direction = size_multiple, tuple(styles), direction
         # the module tiled runs use (exact image-wide statistics patch its norm layers): the backend's own, or a
@@ -216,6 +258,7 @@ class Translator:
         self.memory_budget = memory_budget if memory_budget is not None else tiling.default_budget(device)
         self.tile, self.overlap, self.norm_stats, self.batch_size = tile, overlap, norm_stats, batch_size
         self.meta, self.backend_note = dict(meta or {}), backend_note
+        self.precision_verdict = precision_verdict  # dtype="auto"'s measurement (bf16_verdict), else None
         self.default_style = self.style_index(style) if style is not None else (0 if self.styles else None)
         self._memory_model = memory_model  # None: measured on first use (needs a PyTorch module)
         self._memory_key = memory_key  # architecture key under which a measured model is shared between loads
@@ -252,6 +295,10 @@ class Translator:
         ``memory_budget``: bytes of activations one forward pass may take (default: half the available RAM, 0.8
         of free GPU memory); beyond it an image is layer-streamed, or tiled where the network does not stream
         (both through PyTorch). ONNX Runtime is planned with its own measured memory (:meth:`plan`).
+        ``dtype``: None / "fp32" (default: exact), "bf16", "fp16" (CUDA), or "auto" (the CLI's default): bf16 on
+        a CPU with bf16 units where it was measured faster than float32 on this model and its 8-bit output within
+        ``BF16_MIN_PSNR_DB`` / ``BF16_MAX_ABS_255`` of float32's (once per checkpoint, cached; then PyTorch runs
+        it and ``backend`` "auto" times nothing), else float32 — ``backend_note`` says which and why.
         ``channels_last``: None = auto (on CUDA, and on CPU for LayerNorm generators);
         ``compile``: ``torch.compile`` the untiled PyTorch forward (one compile per input size)."""
         overrides = dict(strength=strength, keep_colors=keep_colors, saturation=saturation, contrast=contrast,
@@ -313,10 +360,19 @@ class Translator:
         styles = tuple(json.loads(meta.get("styles", "[]")))
         if common.get("style") is not None:  # a typo fails before the backend is exported and timed
             _style_index(common["style"], styles, meta["model"])
+        config = json.loads(meta.get("config", "{}"))
+        post = PostProcess.for_model(config, **overrides)
+        multiple = int(getattr(model, "size_multiple", 1))
         wrapper = GeneratorWrapper(model.translator(), bgr=meta.get("input_order", "rgb") == "bgr",
                                    multi_style=bool(styles)).eval()
         for p in wrapper.parameters():
             p.requires_grad_(False)
+        precision, verdict = "", None
+        if dtype == "auto":  # measured on the model's own post-processing: the verdict is the checkpoint's
+            dtype, precision, verdict = _auto_dtype(path, wrapper, styles, multiple, device, backend, channels_last,
+                                                    PostProcess.for_model(config))
+            if dtype == torch.bfloat16 and backend == "auto":
+                backend = "torch"  # ONNX Runtime runs float32: no export, no backend timing
         ort, note = None, "torch"
         if backend in ("onnx", "auto"):
             ort, note = _ort_for_checkpoint(path, model, meta, wrapper, device, dtype, compile,
@@ -328,7 +384,7 @@ class Translator:
             wrapper = wrapper.to(memory_format=torch.channels_last)
         torch_backend = TorchBackend(wrapper, compile=compile and ort is None, channels_last=channels_last)
         if backend == "auto" and ort is not None:  # the faster of the two exact paths on this machine
-            choice, seconds = faster_backend(ort, torch_backend, int(getattr(model, "size_multiple", 1)),
+            choice, seconds = faster_backend(ort, torch_backend, multiple,
                                              torch.zeros(1, dtype=torch.long) if styles else None)
             timing = (f"onnxruntime {seconds['onnxruntime']:.2f} s, torch {seconds['torch']:.2f} s "
                       f"at {AUTO_TIMING_SIDE}², measured once")
@@ -336,12 +392,11 @@ class Translator:
                 ort, note = None, f"torch (faster here: {timing})"
             else:
                 note = f"{note[:-1]}; faster here: {timing})"  # inside "onnxruntime (… path)"
-        post = PostProcess.for_model(json.loads(meta.get("config", "{}")), **overrides)
         return cls(ort or torch_backend, name=meta["model"], device=device, dtype=dtype,
-                   size_multiple=int(getattr(model, "size_multiple", 1)), styles=styles,
+                   size_multiple=multiple, styles=styles,
                    direction=getattr(model, "direction", "photo2cartoon"), post=post, meta=meta,
-                   torch_backend=torch_backend, backend_note=note,
-                   min_side=8 * int(getattr(model, "size_multiple", 1)),
+                   torch_backend=torch_backend, backend_note=f"{note}; {precision}" if precision else note,
+                   min_side=8 * multiple, precision_verdict=verdict,
                    memory_key=(meta["model"], meta.get("config", ""), meta.get("input_order", "rgb"), str(device),
                                str(dtype), bool(channels_last)), **common)
 
@@ -507,7 +562,9 @@ class Translator:
                 if not torch.isfinite(y).all():
                     raise NonFiniteOutput("the network produced non-finite values (NaN/inf): the weights are "
                                           "corrupt or diverged")
-                out[i:i + plan.chunk] = self.post(y.clamp(0.0, 1.0), x.float()).to(out.device)
+                # the float32 input, not its copy in the model's dtype (bf16 rounds [0,1] by up to 1/512)
+                src_chunk = src[i:i + plan.chunk].to(self.device)
+                out[i:i + plan.chunk] = self.post(y.clamp(0.0, 1.0), src_chunk).to(out.device)
                 if progress and plan.tile is None and not plan.streamed:
                     progress(min(i + plan.chunk, b), b, "image")
         trim_cpu_heap()
