@@ -35,7 +35,8 @@ def test_cartoonize_with_run_dir_matches_python_api(setup):
     assert r.exit_code == 1, r.output  # the broken file fails, the batch finishes
     assert "2 done, 0 skipped, 1 failed" in r.output and "broken.png" in r.output
     got = np.asarray(Image.open(out / "a.png")).astype(int)
-    ref = Translator.load(ck, device="cpu", strength=0.7)(np.asarray(Image.open(photos / "a.png")))
+    # the CLI's default precision is dtype="auto" (the same cached verdict, so the same network path)
+    ref = Translator.load(ck, device="cpu", strength=0.7, dtype="auto")(np.asarray(Image.open(photos / "a.png")))
     assert got.shape == (40, 52, 3) and np.abs(got - ref.astype(int)).max() <= 1
     assert (out / "sub" / "b.jpg").is_file()
     r = runner.invoke(app, ["cartoonize", str(photos / "a.png"), "-o", str(out), "-m", str(ck), "--no-progress"])
@@ -113,11 +114,13 @@ def test_verbose_says_which_backend_and_path(setup):
     r = runner.invoke(app, ["cartoonize", str(photos / "a.png"), "-o", str(root / "v1"), "-m", str(ck), "-v",
                             "--no-progress"])
     assert r.exit_code == 0, r.output
-    # auto: the faster of ONNX Runtime and PyTorch here, timed once; the line says which and the times
-    assert re.search(r"backend: (onnxruntime \((exported to|cached) .*; |torch \()faster here: "
-                     r"onnxruntime [\d.]+ s, torch [\d.]+ s at 512², measured once\)", r.output), r.output
+    # auto: the faster of ONNX Runtime and PyTorch here, timed once, in float32 (where bf16 is not faster and
+    # faithful: then PyTorch in bf16, untimed); the line says which and why
+    assert re.search(r"backend: ((onnxruntime \((exported to|cached) .*; |torch \()faster here: "
+                     r"onnxruntime [\d.]+ s, torch [\d.]+ s at 512², measured once\); fp32: .+|"
+                     r"torch; bf16: [\d.]+ dB to fp32, .+)\n", r.output), r.output
     assert "a.png: untiled 52×40" in r.output and "available RAM" in r.output
     r = runner.invoke(app, ["cartoonize", str(photos / "a.png"), "-o", str(root / "v2"), "-m", str(ck), "-v",
                             "--no-progress", "--backend", "torch", "--tile", "68"])
     assert r.exit_code == 0, r.output
-    assert "backend: torch\n" in r.output and "a.png: tiled 52×40 in 68² tiles" in r.output
+    assert re.search(r"backend: torch; (fp32|bf16): ", r.output) and "a.png: tiled 52×40 in 68² tiles" in r.output

@@ -62,6 +62,8 @@ def test_style_typo_fails_before_the_backend_is_timed(multistyle_ck, photos, tmp
 
     monkeypatch.setattr(translator, "faster_backend", timed)
     monkeypatch.setattr(translator, "cached_onnx", timed)
+    monkeypatch.setattr(translator, "bf16_verdict", timed)  # --dtype auto's calibration
+    monkeypatch.setattr(translator, "cpu_has_bf16", lambda: True)
     r = runner.invoke(app, ["cartoonize", str(photos), "-o", str(tmp_path / "out"), "-m", str(multistyle_ck),
                             "--style", "hayoa"])
     assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
@@ -69,7 +71,8 @@ def test_style_typo_fails_before_the_backend_is_timed(multistyle_ck, photos, tmp
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["output is a file", "no inputs", "torchscript", "smoothing+stabilize", "ext"])
+@pytest.mark.parametrize("case", ["output is a file", "no inputs", "torchscript", "smoothing+stabilize", "ext",
+                                  "dtype"])
 def test_cheap_checks_run_before_loading(case, multistyle_ck, photos, tmp_path, monkeypatch):
     import torch
 
@@ -89,6 +92,8 @@ def test_cheap_checks_run_before_loading(case, multistyle_ck, photos, tmp_path, 
         words = "TorchScript"
     elif case == "ext":
         extra, words = ["--ext", "xyz"], "cannot write '.xyz'"
+    elif case == "dtype":
+        extra, words = ["--dtype", "float64"], "--dtype must be auto, fp32, bf16, fp16"
     else:
         extra, words = ["--smoothing", "0.5", "--stabilize"], "alternatives"
     r = runner.invoke(app, ["cartoonize", *inputs, "-o", str(out), "-m", model, *extra])
