@@ -8,7 +8,8 @@
 
 For each model: a temporary dataset of random-texture PNGs at the model's size, the paper recipe
 (configs/<model>.yaml) with ``warmup + steps`` steps of each phase; images/s is the mean over the non-warm-up
-steps of a phase (from metrics.jsonl; data loading with workers=0 included); ``cpu_s``: the process CPU time
+steps of a phase (from metrics.jsonl, one line per step unless ``train.log_every=K`` is among the overrides: then
+the mean of the lines wholly after the warm-up; data loading with workers=0 included); ``cpu_s``: the process CPU time
 of the whole fit (steadier than wall time on a loaded machine); with ``train.profile=N`` among the overrides the
 profiler's summary (train/profile.py) as ``profile``. Prints one JSON object.
 ``--baseline-src``: before/after on a shared machine — this benchmark runs alternately (A, B, A, B, …, ``--rounds``
@@ -97,8 +98,13 @@ def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | Non
     summary = trainer.run_dir / "profile" / "summary.json"
     if summary.is_file():  # train.profile=N among the overrides
         out["profile"] = json.loads(summary.read_text())
+    lines = [r for r in recs if "phase" in r]
+    starts = {sp.phase.name: sp.start for sp in trainer.spans}  # phase_steps may be overridden
     for p in phases:
-        ips = [r["images_per_s"] for r in recs if r.get("phase") == p][warmup:]
+        # a line's images/s covers the steps since the line before (train.log_every may be raised, e.g. to let
+        # sync_free run without a read every step): keep the lines whose steps all come after the warm-up
+        ips = [r["images_per_s"] for prev, r in zip([0] + [x["step"] for x in lines], lines)
+               if r["phase"] == p and prev - starts[p] >= warmup]
         out[f"{p}_images_per_s"] = round(float(np.mean(ips)), 3) if ips else None
         out[f"{p}_s_per_step"] = round(batch / float(np.mean(ips)), 3) if ips else None
     return out
