@@ -223,15 +223,15 @@ def test_resume_is_bit_exact_with_sync_free(tmp_path, tiny_data):
 
 
 def test_sync_free_setting_is_checked_and_resolved(tmp_path, tiny_data):
-    from toonlab.errors import ConfigError
+    from toonlab.errors import ConfigError, UsageError
 
     with pytest.raises(ConfigError, match="train.sync_free"):
         resolve_run_config(run_config(tmp_path, tiny_data, train={"sync_free": "sometimes"}))
     tr = _trainer(tmp_path, tiny_data, "auto", "auto", phase_steps={"init": 1, "adv": 1})
-    try:
-        assert tr.sync_free is False  # auto on CPU
-    finally:
-        tr.close()
+    assert tr.sync_free is False  # auto on CPU
+    tr.fit()
+    with pytest.raises(UsageError, match="train.sync_free=True would change the run"):
+        train(None, ["train.sync_free=true", "train.max_steps=3"], resume=tr.run_dir)
 
 
 def test_ddp_a_nan_on_one_rank_skips_the_step_on_both(tmp_path, tiny_data):
