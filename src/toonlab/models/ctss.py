@@ -21,7 +21,7 @@ from torch import nn
 
 from toonlab import losses, ops
 from toonlab.config import ranged
-from toonlab.models.base import Model, Phase, init_then_adversarial, register
+from toonlab.models.base import Model, Phase, init_then_adversarial, perceptual_net, register
 from toonlab.nn.blocks import (
     ConvNormAct,
     InvertedResBlock,
@@ -30,7 +30,7 @@ from toonlab.nn.blocks import (
     apply_spectral_norm,
     init_normal,
 )
-from toonlab.nn.perceptual import Perceptual, shared_perceptual
+from toonlab.nn.perceptual import Perceptual
 
 # --------------------------------------------------------------------------------------------------------------
 # CTSS sampler (paper §III-B, eqs 1–6; PAPERS.md §1 steps 1–7)
@@ -326,7 +326,7 @@ class CTSS(Model):
                            gf_eps=c.gf_eps, d=c.hp_d, n=c.hp_n, normalize=c.edge_normalize, min_range=c.edge_min_range)
 
     def _vgg(self, device):
-        return shared_perceptual(self.cfg.perceptual, device)
+        return perceptual_net(self.cfg, device)  # honours model.perceptual_scale
 
     # --- the losses ---------------------------------------------------------------------------------------------
     def training_step(self, step: str, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
