@@ -74,7 +74,7 @@ class TrainConfig:
     # and makes the fused Adam step a no-op; strikes are read with the losses every log_every steps (so a restore or
     # the divergence error comes up to log_every steps late). auto = on CUDA only (on CPU a read costs nothing and the
     # default per-tensor Adam is bit-exact with earlier runs; true there switches to the fused Adam)
-    sync_free: Literal["auto"] | bool = "auto"
+    sync_free: Literal["auto", True, False] = "auto"
     compile: bool = False
     channels_last: bool = False
     sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN

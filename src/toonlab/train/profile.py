@@ -7,8 +7,9 @@ and on the device; and per step the kernel launches, the host↔device synchroni
 ``cudaDeviceSynchronize``, blocking ``cudaMemcpy``) and the scalar reads that cause them (``aten::item`` /
 ``aten::_local_scalar_dense``, i.e. ``.item()``, ``float(t)``, ``bool(t)``), split by where they happen: in the
 optimiser step (the non-fused Adam reads its per-parameter step counters, host tensors: no sync; so does the fused
-Adam's CPU kernel, where CUDA's reads them on the device), in the data fetch (host tensors of the loader; in worker processes when ``data.workers`` > 0) and in the rest of the training
-step — those are synchronisations once the run is on a GPU. On CPU they are counted all the same.
+Adam's CPU kernel, where CUDA's reads them on the device), in the data fetch (host tensors of the loader; in worker
+processes when ``data.workers`` > 0) and in the rest of the training step — those are synchronisations once the run
+is on a GPU. On CPU they are counted all the same.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@ Adam update (betas and lr from the Step, optional linear decay), ``model.after_o
 ``epochs`` passes over the photo set (or ``train.phase_steps``); an optimiser per Step is created when its phase
 begins. Non-finite losses skip their Step; after ``nan_strikes`` of them the last good weights and optimiser
 states are restored. With ``train.sync_free`` (auto: on CUDA) the skip is decided on the device (the fused Adam's
-``found_inf``) and the strikes are counted when the losses are read, every ``log_every`` steps. Rank 0 writes the run dir under a lock (``train.lock``): ``config.yaml``, ``env.json``,
-``metrics.jsonl``, ``samples/``, ``checkpoints/`` (``export-XXXXXXX.safetensors``, ``state-XXXXXXX.safetensors``,
-``latest.safetensors``, ``best.safetensors``) and, after a resume that changed settings, ``overrides.jsonl``.
+``found_inf``) and the strikes are counted when the losses are read, every ``log_every`` steps. Rank 0 writes the
+run dir under a lock (``train.lock``): ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``samples/``,
+``checkpoints/`` (``export-XXXXXXX.safetensors``, ``state-XXXXXXX.safetensors``, ``latest.safetensors``,
+``best.safetensors``) and, after a resume that changed settings, ``overrides.jsonl``.
 
 Exactness: checkpoints *on the schedule* (every ``ckpt_every`` steps and the last step) judge ``best`` and clear
 its metric window before the state is taken; a *stop* checkpoint (SIGINT/SIGTERM, ``max_steps``, ``max_minutes``)
@@ -155,7 +156,7 @@ class Trainer:
         self._signal: int | None = None
         self.amp = t.amp
         # the finite check of each Step's loss stays on the device (see _train_step); on CPU a host read is free
-        self.sync_free = t.sync_free if isinstance(t.sync_free, bool) else self.device.type == "cuda"
+        self.sync_free = self.device.type == "cuda" if t.sync_free == "auto" else bool(t.sync_free)
         if t.amp != "none" and self.device.type != "cuda":
             print(f"warning: train.amp={t.amp} needs CUDA; training in fp32 on {self.device}", file=sys.stderr)
             self.amp = "none"
