@@ -69,6 +69,23 @@ def forwards(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def slowed(monkeypatch):
+    """``slowed(dtype, seconds)``: PyTorch passes in ``dtype`` take ``seconds`` longer — the calibration's timing
+    made independent of this (shared, loaded) machine; fidelity stays measured."""
+    import time
+
+    def slow(dtype, seconds):
+        real = TorchBackend.__call__
+
+        def call(self, x, *a, **k):
+            if x.dtype == dtype:
+                time.sleep(seconds)
+            return real(self, x, *a, **k)
+        monkeypatch.setattr(TorchBackend, "__call__", call)
+    return slow
+
+
 def _never(*a, **k):
     raise AssertionError("called")
 
@@ -88,10 +105,12 @@ def _fidelity(ck, side: int, styles: int) -> tuple[float, float]:
 
 
 @needs_bf16
-def test_auto_adopts_bf16_where_faithful_and_faster(animegan_ck, photo, monkeypatch):
+def test_auto_adopts_bf16_where_faithful_and_faster(animegan_ck, photo, slowed, monkeypatch):
     monkeypatch.setattr(translator_mod, "cached_onnx", _never)  # bf16 runs on PyTorch: no export, no timing
     monkeypatch.setattr(translator_mod, "faster_backend", _never)
+    slowed(torch.float32, 1.0)
     auto = Translator.load(animegan_ck, device="cpu", backend="auto", dtype="auto")
+    monkeypatch.undo()
     assert auto.dtype == torch.bfloat16 and isinstance(auto.backend, TorchBackend)
     v = auto.precision_verdict
     assert v["psnr_db"] >= backends.BF16_MIN_PSNR_DB and v["max_abs_255"] <= backends.BF16_MAX_ABS_255
@@ -100,6 +119,15 @@ def test_auto_adopts_bf16_where_faithful_and_faster(animegan_ck, photo, monkeypa
     assert torch.equal(auto(photo), Translator.load(animegan_ck, device="cpu", dtype="bf16")(photo))
     psnr, worst = _fidelity(animegan_ck, v["side"], 0)
     assert psnr == pytest.approx(v["psnr_db"]) and worst == v["max_abs_255"]
+
+
+@needs_bf16
+def test_auto_keeps_fp32_where_bf16_is_not_faster(animegan_ck, photo, slowed, tmp_path, monkeypatch):
+    monkeypatch.setenv("TOONLAB_CACHE", str(tmp_path / "cache"))  # measured afresh
+    slowed(torch.bfloat16, 1.0)
+    auto = Translator.load(animegan_ck, device="cpu", backend="torch", dtype="auto")
+    assert auto.dtype == torch.float32 and auto.backend_note.startswith("torch; fp32: bf16 is not faster here (0.")
+    assert torch.equal(auto(photo), Translator.load(animegan_ck, device="cpu")(photo))
 
 
 @needs_bf16
@@ -123,18 +151,18 @@ def test_verdict_is_cached_and_a_malformed_cache_measured_again(multistyle_ck, f
     monkeypatch.setattr(translator_mod, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(translator_mod, "PRECISION_CALIBRATION_SIDE", 64)  # five calibrations: small ones
     first = Translator.load(multistyle_ck, device="cpu", dtype="auto")
-    assert len(forwards) == 6  # fp32 and bf16: a warm-up each, then two alternating timed calls each
+    assert len(forwards) == 8  # fp32 and bf16: a warm-up each, then three alternating timed calls each
     (cache,) = (tmp_path / "cache" / "onnx").glob("*-bf16.json")
     assert json.loads(cache.read_text()) == first.precision_verdict
     again = Translator.load(multistyle_ck, device="cpu", dtype="auto")
-    assert len(forwards) == 6 and again.precision_verdict == first.precision_verdict
+    assert len(forwards) == 8 and again.precision_verdict == first.precision_verdict
     assert again.backend_note == first.backend_note and again.dtype == first.dtype
     for bad in ["text", {"psnr_db": 50.0}, {**first.precision_verdict, "max_abs_255": -1},
                 {**first.precision_verdict, "seconds": {"fp32": 1.0, "bf16": 0.0}}]:
         cache.write_text(json.dumps(bad))
         forwards.clear()
         measured = Translator.load(multistyle_ck, device="cpu", dtype="auto")
-        assert len(forwards) == 6, bad
+        assert len(forwards) == 8, bad
         assert json.loads(cache.read_text()) == measured.precision_verdict
 
 

@@ -160,7 +160,7 @@ def _auto_dtype(path: Path, wrapper: GeneratorWrapper, styles: tuple[str, ...], 
     faster than float32 and its output matches float32's (:func:`toonlab.infer.backends.bf16_verdict` on the
     bundled astronaut photo at ``PRECISION_CALIBRATION_SIDE``², one image per style, with the model's own
     post-processing; measured once per checkpoint and cached); float32 everywhere else. ``wrapper``: float32 on
-    the CPU, left unchanged."""
+    the CPU; it keeps its dtype and is put in the memory format the translator runs it in."""
     if device.type != "cpu":
         # fp16 / bf16 on a GPU are not verified here (no GPU to measure their fidelity on): float32 until they are
         return torch.float32, f"fp32: auto keeps float32 on {device.type}", None
