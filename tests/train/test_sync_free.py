@@ -286,3 +286,39 @@ def test_fp16_scaler_path_skips_a_nan_step(tmp_path, tiny_data, monkeypatch):
     assert all(any(not torch.equal(states[i][k], states[i + 1][k]) for k in states[i]) for i in (0, 1))
     assert scales == [65536.0, 65536.0, 32768.0, 32768.0]
     assert [r for r in _records(tr) if "event" in r] == [{"step": 2, "event": "non_finite_loss", "step_name": "G"}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ctss", "multistyle", "toon2real"])
+def test_real_models_resume_bit_exact_with_sync_free(tmp_path, name):
+    """As test_resume.py's real-model test with sync_free on and log_every 2 (the stop at step 2 reads the losses
+    early): CTSS (fused Adam over its GroupNorm nets), MultiStyle (AdaLIN ρ clamped after each step), toon2real
+    (image pools)."""
+    import shutil
+
+    from toonlab.data.synth import make_synthtoon
+
+    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
+    cartoons = data / "train" / "cartoons"
+    if name == "multistyle":
+        for style in ("hayao", "shinkai"):
+            shutil.copytree(cartoons, tmp_path / "styles" / style)
+        cartoons = tmp_path / "styles"
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={cartoons}", "train.progress=false",
+              "train.tensorboard=false", "train.sync_free=true", "train.log_every=2",
+              "train.phase_steps={adv: 3}" if name == "toon2real" else "train.phase_steps={init: 1, adv: 2}"]
+    if name == "toon2real":
+        common.append("model.pool_size=2")
+    run = tmp_path / "run"
+    train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
+    run.rename(tmp_path / "a")
+    train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}", "train.max_steps=2"])
+    train(None, ["train.max_steps=null"], resume=run)
+    a, b = run_files(tmp_path / "a"), run_files(run)
+    b.pop("overrides.jsonl")
+    assert sorted(a) == sorted(b) and "checkpoints/state-0000003.safetensors" in a
+    for file in a:
+        assert a[file] == b[file], file
+    optimizers = _final_state(run)["optimizers"].values()
+    assert optimizers and all(o["param_groups"][0]["fused"] for o in optimizers)
