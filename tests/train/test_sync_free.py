@@ -194,10 +194,9 @@ def test_profile_counts_no_scalar_reads_in_the_step(tmp_path, tiny_data):
                       log_every=100)
         tr.fit()
         summaries[sync_free] = json.loads((tr.run_dir / "profile" / "summary.json").read_text())
+        assert bool(tr.optimizers["adv.G"].defaults["fused"]) is sync_free
     assert summaries[True]["scalar_reads_per_step"] == {"optimizer": 8.0, "data": 0.0, "step": 0.0}
     assert summaries[False]["scalar_reads_per_step"] == {"optimizer": 8.0, "data": 0.0, "step": 2.0}
-    assert any(r["op"] == "aten::_fused_adam_" for r in summaries[True]["host_ops"])
-    assert not any(r["op"] == "aten::_fused_adam_" for r in summaries[False]["host_ops"])
 
 
 def test_resume_is_bit_exact_with_sync_free(tmp_path, tiny_data):
