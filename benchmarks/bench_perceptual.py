@@ -34,7 +34,8 @@ on SynthToon photos (64², batch 4, the recipe's ``lr_init`` and betas) for ``--
 init phase — L1 between F(G(x)) and F(x) with F the named features, i.e. the systems' ``init`` step up to its
 constant λ — then scored on the 48 test photos: PSNR(G(x), x) and the mean-colour error (as above, per image, and
 of the whole set's mean RGB), PSNR with each output's mean RGB moved onto its photo's (``psnr_colour_matched``:
-what the form alone scores), PSNR after 2×2 average pooling of both (``psnr_pool2``: blind to a one-pixel
+what the form alone scores), the contrast ratio (``contrast``: per channel, the mean over images of the output's
+standard deviation over its pixels divided by the photo's), PSNR after 2×2 average pooling of both (``psnr_pool2``: blind to a one-pixel
 checkerboard) and the RMS of that checkerboard (``checker_rms``: the (π, π) component of each 2×2 block, on
 [-1, 1]; also of the untrained G, ``checker_rms_init``, and of the photos). ``pixel`` is the network's own limit at
 that budget. ``--grid DIR`` saves each run's first 8 test photos over their outputs as a PNG. Threads: 1 (set
@@ -260,6 +261,7 @@ def init_phase(system: str, spec: str, seed: int, args, train: torch.Tensor, tes
     return {"system": system, "loss": spec, "seed": seed, "steps": args.steps,
             "psnr": round(psnr(y, test).mean().item(), 3), **colour_error(y, test),
             "psnr_colour_matched": round(psnr(colour_matched(y, test), test).mean().item(), 3),
+            "contrast": [round(v, 3) for v in (y.std((2, 3)) / test.std((2, 3))).mean(0).tolist()],
             "psnr_pool2": round(psnr(pool(y), pool(test)).mean().item(), 3), "checker_rms": round(checker_rms(y), 4),
             "checker_rms_init": round(checker_rms(untrained), 4), "wall_s": round(time.perf_counter() - t0, 1)}
 
