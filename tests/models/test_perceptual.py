@@ -120,9 +120,7 @@ def _init_content(name: str, scale: float, x: torch.Tensor) -> tuple[torch.Tenso
         return model.training_step("init", batch)["content"], model.translator()(x)
 
 
-@pytest.mark.parametrize("name", ["cartoongan", "animegan", "white_box", "multistyle", pytest.param(
-    "ctss", marks=pytest.mark.xfail(strict=True, reason="CTSS._vgg calls shared_perceptual(name, device) and so "
-                                    "ignores the scale: it needs perceptual_net(self.cfg, device) (issue 23)"))])
+@pytest.mark.parametrize("name", ["cartoongan", "animegan", "white_box", "multistyle", "ctss"])
 def test_perceptual_scale_scales_the_content_loss_exactly(name):
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     big, y = _init_content(name, 20.0, x)
