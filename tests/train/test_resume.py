@@ -39,6 +39,27 @@ def run_files(run: Path) -> dict:
     return out
 
 
+def assert_resume_equals_fresh(fresh: Path, resumed: Path, rerun_fresh) -> None:
+    """Every file of ``resumed`` equals ``fresh``'s. On a mismatch ``rerun_fresh()`` trains the uninterrupted run
+    again into a new dir: if that second fresh run differs from the first as well, CPU training itself was not
+    reproducible in this process (seen ~1 run in 3 on the shared 2-core machine for toon2real and CTSS at
+    2 threads, never with the resume as the only difference: a BLAS / oneDNN kernel's alignment- or
+    scheduling-dependent summation order is the suspect) and the resume cannot be judged — skipped with the
+    files named; if it agrees, the resume is what differs and the test fails."""
+    a, b = run_files(fresh), run_files(resumed)
+    b.pop("overrides.jsonl", None)
+    assert sorted(a) == sorted(b) and "checkpoints/state-0000003.safetensors" in a
+    differ = [f for f in a if a[f] != b[f]]
+    if not differ:
+        return
+    again = run_files(rerun_fresh())
+    unstable = [f for f in a if a[f] != again.get(f)]
+    if unstable:
+        pytest.skip(f"two fresh runs differ here ({', '.join(unstable[:3])}): CPU training not reproducible "
+                    "in this process, the resume cannot be judged")
+    assert not differ, f"the resumed run differs from the uninterrupted one: {differ}"
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_is_bit_exact(tmp_path, tiny_data, workers):
     """2k steps in one go == k steps, resume, k more steps: every file of the run dir (weights, optimisers, EMA,
@@ -116,8 +137,13 @@ def test_real_models_resume_bit_exact(tmp_path, name):
     run.rename(tmp_path / "a")
     train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}", "train.max_steps=2"])
     train(None, ["train.max_steps=null"], resume=run)
-    a, b = run_files(tmp_path / "a"), run_files(run)
-    assert json.loads(b.pop("overrides.jsonl"))["changes"] == {"train.max_steps": {"from": 2, "to": None}}
-    assert sorted(a) == sorted(b) and "checkpoints/state-0000003.safetensors" in a
-    for file in a:
-        assert a[file] == b[file], file
+    assert json.loads((run / "overrides.jsonl").read_text())["changes"] == {
+        "train.max_steps": {"from": 2, "to": None}}
+
+    def rerun_fresh():
+        again = tmp_path / "again"
+        train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
+        return run.rename(again)
+
+    run.rename(tmp_path / "resumed")
+    assert_resume_equals_fresh(tmp_path / "a", tmp_path / "resumed", rerun_fresh)
