@@ -160,7 +160,7 @@ def _auto_dtype(path: Path, wrapper: GeneratorWrapper, styles: tuple[str, ...], 
     faster than float32 and its output matches float32's (:func:`toonlab.infer.backends.bf16_verdict` on the
     bundled astronaut photo at ``PRECISION_CALIBRATION_SIDE``², one image per style, with the model's own
     post-processing; measured once per checkpoint and cached); float32 everywhere else. ``wrapper``: float32 on
-    the CPU; it keeps its dtype and is put in the memory format the translator runs it in."""
+    the CPU; it stays float32 (bf16 runs on a deep copy), and only a cache miss builds the copy and the input."""
     if device.type != "cpu":
         # fp16 / bf16 on a GPU are not verified here (no GPU to measure their fidelity on): float32 until they are
         return torch.float32, f"fp32: auto keeps float32 on {device.type}", None
@@ -168,25 +168,28 @@ def _auto_dtype(path: Path, wrapper: GeneratorWrapper, styles: tuple[str, ...], 
         return torch.float32, "fp32: ONNX Runtime runs float32", None
     if not cpu_has_bf16():
         return torch.float32, "fp32: this CPU has no bf16 units", None
-    import copy
-
-    import cv2
-
-    from toonlab.photos import load as load_photo
-
     side = max(PRECISION_CALIBRATION_SIDE // multiple, 1) * multiple
-    photo = cv2.resize(load_photo("astronaut"), (side, side), interpolation=cv2.INTER_AREA)
-    n = max(len(styles), 1)
-    x = (torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0)[None].expand(n, -1, -1, -1).contiguous()
-    style = torch.arange(n) if styles else None
-    cl = _channels_last_pays(wrapper, device) if channels_last is None else channels_last
-    fmt = torch.channels_last if cl else torch.contiguous_format
-    runs = {}
-    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        module = (wrapper if dt == torch.float32 else copy.deepcopy(wrapper).to(dtype=dt)).to(memory_format=fmt)
-        tb = TorchBackend(module, channels_last=cl)
-        runs[name] = lambda x_, s_, tb=tb, dt=dt: post(tb(x_.to(dt), s_).clamp(0.0, 1.0), x_)
-    verdict = bf16_verdict(path, runs["fp32"], runs["bf16"], x, style)
+
+    def calibration():  # only on a cache miss
+        import copy
+
+        import cv2
+
+        from toonlab.photos import load as load_photo
+
+        photo = cv2.resize(load_photo("astronaut"), (side, side), interpolation=cv2.INTER_AREA)
+        n = max(len(styles), 1)
+        x = (torch.from_numpy(photo).permute(2, 0, 1).float() / 255.0)[None].expand(n, -1, -1, -1).contiguous()
+        cl = _channels_last_pays(wrapper, device) if channels_last is None else channels_last
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        runs = {}
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            module = (wrapper if dt == torch.float32 else copy.deepcopy(wrapper).to(dtype=dt)).to(memory_format=fmt)
+            tb = TorchBackend(module, channels_last=cl)
+            runs[name] = lambda x_, s_, tb=tb, dt=dt: post(tb(x_.to(dt), s_).clamp(0.0, 1.0), x_)
+        return runs["fp32"], runs["bf16"], x, (torch.arange(n) if styles else None)
+
+    verdict = bf16_verdict(path, calibration)
     choice, why = precision_choice(verdict)
     return (torch.bfloat16 if choice == "bf16" else torch.float32), f"{why} (measured once at {side}²)", verdict
 
