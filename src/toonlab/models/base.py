@@ -84,7 +84,9 @@ class Model(nn.Module):
         return ()
 
     def after_optimizer_step(self, step: str) -> None:
-        """Called by the trainer after each optimiser step; clips AdaLIN/ILN ρ to [0, 1] by default."""
+        """Called by the trainer after each optimiser step; clips AdaLIN/ILN ρ to [0, 1] by default. Under
+        ``train.sync_free`` it also runs after a step skipped on the device (non-finite loss), so it must leave
+        weights the step did not change unchanged (the ρ clip is idempotent)."""
         for module in self.networks.modules():
             clip = getattr(module, "clip_rho_", None)
             if callable(clip):
