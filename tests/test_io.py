@@ -225,6 +225,23 @@ def test_write_png_with_alpha_round_trips(tmp_path, rgb_u8):
     np.testing.assert_array_equal(back, np.dstack([rgb_u8, alpha]))
 
 
+def test_png_is_written_at_the_fast_zlib_level_and_stays_lossless(tmp_path, astronaut):
+    """PNG_COMPRESS_LEVEL 1: the zlib header of the first IDAT chunk says "fastest" (FLEVEL 0; Pillow's default
+    level 6 writes FLEVEL 2), the pixels round-trip exactly, and the file is smaller than the raw pixels."""
+    import struct
+
+    out = write_image(tmp_path / "a.png", astronaut)
+    data = out.read_bytes()
+    pos = 8
+    while data[pos + 4:pos + 8] != b"IDAT":
+        pos += 12 + struct.unpack(">I", data[pos:pos + 4])[0]
+    cmf, flg = data[pos + 8], data[pos + 9]
+    assert cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0  # a zlib stream (deflate), valid header check bits
+    assert flg >> 6 == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), astronaut)
+    assert len(data) < astronaut.nbytes
+
+
 def test_write_accepts_uint8_array_and_rounds_floats(tmp_path, rgb_u8):
     write_image(tmp_path / "u.png", rgb_u8)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "u.png")), rgb_u8)

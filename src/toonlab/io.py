@@ -211,13 +211,19 @@ def _to_pil(rgb, alpha, keeps_alpha: bool, name: str) -> Image.Image:
     return Image.fromarray(np.dstack([arr, a]), "RGBA")
 
 
+# zlib level of written PNGs (lossless at every level). 1 = OpenCV's default, "best speed": a 512² cartoon writes in
+# 15 ms at 215 KiB against 65 ms at 173 KiB at Pillow's default 6 (measured 2026-12-06, issue 25) — ~4× faster
+# for ~25 % more bytes, which matters more for a folder or a video's frames than the size does.
+PNG_COMPRESS_LEVEL = 1
+
+
 def _save_kwargs(fmt: str, quality: int) -> dict:
     if fmt == "JPEG":
         return {"quality": quality}
     if fmt == "WEBP":
         return {"quality": quality, "method": 4}
     if fmt == "PNG":
-        return {"compress_level": 6}
+        return {"compress_level": PNG_COMPRESS_LEVEL}
     return {}
 
 
