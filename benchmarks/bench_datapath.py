@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
-from PIL import Image
+from bench_train import write_images
 
 from toonlab.data.datasets import Sources, UnpairedDataset
 
@@ -35,18 +34,6 @@ CASES = {  # case -> (side inputs asked for, prepared folders by side input)
 }
 
 
-def write_images(folder: Path, n: int, size: int, seed: int) -> list[Path]:
-    """``n`` smooth colour ramps with noise, ``size``² RGB PNGs (decode cost of a photo, not a flat image)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for i in range(n):
-        base = rng.uniform(0, 255, 3) * (0.5 + 0.5 * np.sin(6 * xx + 4 * yy + i))[..., None]
-        noisy = np.clip(base + rng.normal(0, 15, (size, size, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(noisy).save(folder / f"{i:03d}.png")
-    return sorted(folder.glob("*.png"))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--native", type=int, default=256, help="side of the source images")
@@ -58,10 +45,11 @@ def main() -> None:
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory(prefix="bench_datapath_") as tmp:
         tmp = Path(tmp)
-        photos = write_images(tmp / "photos", args.n, args.native, 0)
-        cartoons = write_images(tmp / "cartoons", args.n, args.native, 1)
-        prepared = {"smooth": write_images(tmp / "smooth", args.n, args.native, 2),
-                    "saliency": write_images(tmp / "saliency", args.n, args.native, 3)}
+        folders = {name: tmp / name for name in ("photos", "cartoons", "smooth", "saliency")}
+        for seed, folder in enumerate(folders.values()):
+            write_images(folder, args.n, args.native, seed)
+        photos, cartoons, smooth, saliency = (sorted(f.glob("*.png")) for f in folders.values())
+        prepared = {"smooth": smooth, "saliency": saliency}
         ms: dict[str, list[float]] = {case: [] for case in CASES}
         for r in range(args.rounds):
             for case, (sides, from_files) in CASES.items():

@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["ctss", "cartoongan", "animegan", "multistyle", "salcbam", "toon2real", "cyclegan"]
 
 
-def _write_images(folder: Path, n: int, size: int, seed: int) -> None:
+def write_images(folder: Path, n: int, size: int, seed: int) -> None:
+    """``n`` smooth colour ramps with noise, ``size``² RGB PNGs named 000.png… (also bench_datapath's sources)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
@@ -73,10 +74,10 @@ def bench_model(name: str, work: Path, steps: int, warmup: int, batch: int | Non
     batch = batch or base.data.batch_size
     data = work / name
     n_img = max(batch * 2, 4)
-    _write_images(data / "photos", n_img, size, 0)
+    write_images(data / "photos", n_img, size, 0)
     styles = get_model_class(name).Config().__dict__.get("styles") or ()
     for sub in (styles or [""]):
-        _write_images(data / "cartoons" / sub, n_img, size, 1)
+        write_images(data / "cartoons" / sub, n_img, size, 1)
     phases = [p.name for p in get_model_class(name)(get_model_class(name).Config()).phases()]
     n = warmup + steps
     over = [f"data.photos={data / 'photos'}", f"data.cartoons={data / 'cartoons'}", f"data.size={size}",

@@ -14,6 +14,19 @@ from toonlab.train.trainer import Trainer
 from .conftest import run_config, write_yaml
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
+
+
+def train_two_ranks(tmp_path: Path, cfg: dict, **env: str) -> dict:
+    """Train ``cfg`` on 2 gloo ranks through torchrun (``_ddp_worker.py``, ``env`` added to its environment);
+    asserts both ranks end with identical weights and returns rank 0's state dict."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(WORKER), str(write_yaml(tmp_path / "ddp.yaml", cfg)), str(tmp_path)],
+                          capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    return r0
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
@@ -22,13 +35,7 @@ def test_two_cpu_processes_match_each_other_and_one_process_with_the_combined_ba
     batch-dependent layers; noise off so that both runs draw the same data and nothing else)."""
     kw = dict(model={"noise": 0.0, "memory_weight": 0.0}, train={"phase_steps": {"init": 2, "adv": 2}, "ckpt_every": 2})
     cfg = run_config(tmp_path / "ddp", tiny_data, **kw)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(WORKER), str(write_yaml(tmp_path / "ddp.yaml", cfg)), str(tmp_path)],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
-    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    r0 = train_two_ranks(tmp_path, cfg)
 
     single = run_config(tmp_path / "single", tiny_data, **kw)
     single["data"]["batch_size"] = 4

@@ -109,12 +109,9 @@ def test_resume_with_a_shortened_phase_moves_on(tmp_path, tiny_data):
     assert set(load_state(out["state"])["optimizers"]) == {"adv.D", "adv.G"}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["ctss", "cartoongan", "animegan", "multistyle", "salcbam", "toon2real", "cyclegan",
-                                  "white_box", "unit", "singlegan"])
-def test_real_models_resume_bit_exact(tmp_path, name):
-    """Tiny recipe, 3 steps in one go == 2 steps + resume + 1 step, for every registered system: every file of
-    the run dir."""
+def check_real_model_resume(tmp_path: Path, name: str, extra: tuple[str, ...] = ()) -> Path:
+    """``name``'s tiny recipe (plus ``extra`` overrides), 3 steps in one go == 2 steps + resume + 1 step: every file
+    of the run dir (:func:`assert_resume_equals_fresh`). Returns the resumed run dir."""
     import shutil
 
     from toonlab.data.synth import make_synthtoon
@@ -125,25 +122,34 @@ def test_real_models_resume_bit_exact(tmp_path, name):
         for style in ("hayao", "shinkai"):
             shutil.copytree(cartoons, tmp_path / "styles" / style)
         cartoons = tmp_path / "styles"
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    recipe = Path(__file__).resolve().parents[2] / "configs" / f"{name}-tiny.yaml"
     cycle = name in ("toon2real", "cyclegan", "unit", "singlegan")  # one adversarial phase, no init
     common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={cartoons}", "train.progress=false",
               "train.tensorboard=false",  # event files carry wall-clock times
-              "train.phase_steps={adv: 3}" if cycle else "train.phase_steps={init: 1, adv: 2}"]
+              "train.phase_steps={adv: 3}" if cycle else "train.phase_steps={init: 1, adv: 2}", *extra]
     if name in ("toon2real", "cyclegan"):  # a 2-image pool is full after step 1: resume must restore it
         common.append("model.pool_size=2")
-    run = tmp_path / "run"  # both runs at this path in turn, so that config.yaml files can be equal
-    train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
+    run = tmp_path / "run"  # every run at this path in turn, so that config.yaml files can be equal
+    train(recipe, common + [f"train.run_dir={run}"])
     run.rename(tmp_path / "a")
-    train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}", "train.max_steps=2"])
+    train(recipe, common + [f"train.run_dir={run}", "train.max_steps=2"])
     train(None, ["train.max_steps=null"], resume=run)
     assert json.loads((run / "overrides.jsonl").read_text())["changes"] == {
         "train.max_steps": {"from": 2, "to": None}}
 
     def rerun_fresh():
-        again = tmp_path / "again"
-        train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
-        return run.rename(again)
+        train(recipe, common + [f"train.run_dir={run}"])
+        return run.rename(tmp_path / "again")
 
-    run.rename(tmp_path / "resumed")
-    assert_resume_equals_fresh(tmp_path / "a", tmp_path / "resumed", rerun_fresh)
+    resumed = run.rename(tmp_path / "resumed")
+    assert_resume_equals_fresh(tmp_path / "a", resumed, rerun_fresh)
+    return resumed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ctss", "cartoongan", "animegan", "multistyle", "salcbam", "toon2real", "cyclegan",
+                                  "white_box", "unit", "singlegan"])
+def test_real_models_resume_bit_exact(tmp_path, name):
+    """Tiny recipe, 3 steps in one go == 2 steps + resume + 1 step, for every registered system: every file of
+    the run dir."""
+    check_real_model_resume(tmp_path, name)

@@ -3,15 +3,9 @@ counted when the losses are read, every ``log_every`` steps. Forced on here, on 
 the sync path (host check, backward skipped) with the same fused Adam: its runs must come out identical."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-from safetensors.torch import load_file
 
 from toonlab.errors import ToonlabError
 from toonlab.train import trainer as trainer_module
@@ -20,7 +14,8 @@ from toonlab.train.trainer import Trainer, train
 
 from ._tiny import TinyGAN
 from .conftest import run_config, write_yaml
-from .test_resume import _final_state, assert_resume_equals_fresh, run_files
+from .test_ddp import train_two_ranks
+from .test_resume import _final_state, check_real_model_resume, run_files
 
 
 class _FusedAdam(torch.optim.Adam):
@@ -239,14 +234,7 @@ def test_ddp_a_nan_on_one_rank_skips_the_step_on_both(tmp_path, tiny_data):
     finite weights, and rank 0 logs the strike."""
     cfg = run_config(tmp_path, tiny_data, train={"phase_steps": {"init": 0, "adv": 3}, "sync_free": True,
                                                  "log_every": 3})
-    worker = Path(__file__).with_name("_ddp_worker.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAN_RANK": "1", "NAN_CALLS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(worker), str(write_yaml(tmp_path / "ddp.yaml", cfg)), str(tmp_path)],
-                          capture_output=True, text=True, timeout=240, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
-    assert r0.keys() == r1.keys() and all(torch.equal(r0[k], r1[k]) for k in r0)
+    r0 = train_two_ranks(tmp_path, cfg, NAN_RANK="1", NAN_CALLS="1")
     assert all(torch.isfinite(v).all() for v in r0.values())
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r for r in recs if "event" in r] == [{"step": 1, "event": "non_finite_loss", "step_name": "G"}]
@@ -292,33 +280,6 @@ def test_fp16_scaler_path_skips_a_nan_step(tmp_path, tiny_data, monkeypatch):
 def test_real_models_resume_bit_exact_with_sync_free(tmp_path, name):
     """As test_resume.py's real-model test with sync_free on and log_every 2 (the stop at step 2 reads the losses
     early): CTSS, MultiStyle (AdaLIN ρ clamped after each step), CartoonGAN (BatchNorm), toon2real (image pools)."""
-    import shutil
-
-    from toonlab.data.synth import make_synthtoon
-
-    data = make_synthtoon(tmp_path / "st", n=4, size=32, seed=0, n_test=2)
-    cartoons = data / "train" / "cartoons"
-    if name == "multistyle":
-        for style in ("hayao", "shinkai"):
-            shutil.copytree(cartoons, tmp_path / "styles" / style)
-        cartoons = tmp_path / "styles"
-    configs = Path(__file__).resolve().parents[2] / "configs"
-    common = [f"data.photos={data / 'train/photos'}", f"data.cartoons={cartoons}", "train.progress=false",
-              "train.tensorboard=false", "train.sync_free=true", "train.log_every=2",
-              "train.phase_steps={adv: 3}" if name == "toon2real" else "train.phase_steps={init: 1, adv: 2}"]
-    if name == "toon2real":
-        common.append("model.pool_size=2")
-    run = tmp_path / "run"
-    train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
-    run.rename(tmp_path / "a")
-    train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}", "train.max_steps=2"])
-    train(None, ["train.max_steps=null"], resume=run)
-    optimizers = _final_state(run)["optimizers"].values()
-
-    def rerun_fresh():
-        train(configs / f"{name}-tiny.yaml", common + [f"train.run_dir={run}"])
-        return run.rename(tmp_path / "again")
-
-    run.rename(tmp_path / "resumed")
-    assert_resume_equals_fresh(tmp_path / "a", tmp_path / "resumed", rerun_fresh)
+    resumed = check_real_model_resume(tmp_path, name, ("train.sync_free=true", "train.log_every=2"))
+    optimizers = _final_state(resumed)["optimizers"].values()
     assert optimizers and all(o["param_groups"][0]["fused"] for o in optimizers)
