@@ -89,8 +89,8 @@ def test_cached_listing_imports_neither_torch_nor_the_models(monkeypatch):
 
     measured = _listing(monkeypatch, ["ctss"])  # fills this test's cache
     probe = ("import sys; sys.argv = ['toonlab', 'models']\n"
-             "from toonlab.cli import main\n"
-             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "from toonlab.cli import app\n"  # app, not main: main ends the process (FAST_EXIT_COMMANDS)
+             "try:\n    app()\nexcept SystemExit:\n    pass\n"
              "print('imported:', 'torch' in sys.modules, 'toonlab.models' in sys.modules, file=sys.stderr)")
     warm = subprocess.run([sys.executable, "-c", probe], env=dict(os.environ), capture_output=True, text=True,
                           timeout=600)
