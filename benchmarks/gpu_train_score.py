@@ -8,7 +8,8 @@ trained for a fixed wall-clock budget (bf16 AMP on CUDA, periodic exports), scor
 Order of work, all inside ``--deadline-minutes`` (default 9.3, for a 10-minute device call):
 1. SynthToon (``toonlab.data.synth``) at ``--size``: ``--n`` train photos / cartoons, ``--n-test`` held-out paired
    scenes; the licence-tracked real set (``toonlab prepare real``) at the same size when its Debian packages are
-   installed, else ``real_set`` in the JSON says which are missing.
+   installed, else ``real_set`` in the JSON says which are missing. Where a system needs saliency maps (SalCBAM),
+   the training photos' MBD maps are prepared once (``saliency`` in the JSON) and passed as ``data.saliency``.
 2. Per system, in ``--systems`` order, a child process (its own process group) trains the paper recipe with the
    data, size, ``train.amp=bf16`` (CUDA) and ``train.max_minutes`` = its budget; ``init`` lasts ``--init-steps``,
    ``adv`` until the budget; an export every ``--ckpt-every`` steps. It then scores the final export on the device:
@@ -90,6 +91,9 @@ def system_overrides(name: str, args, data: Path, run: Path, budget_min: float) 
         over += ctss_scaled(args.size)
     if args.max_steps:
         over.append(f"train.max_steps={args.max_steps}")
+    saliency = data / "train" / "saliency"
+    if saliency.is_dir() and "saliency" in get_model_class(name)(get_model_class(name).Config()).requires:
+        over.append(f"data.saliency={saliency}")  # prepared by the parent: MBD per sample would starve the GPU
     return over
 
 
@@ -227,6 +231,29 @@ def make_data(args, work: Path, result: dict) -> tuple[Path, Path | None]:
     return data, real
 
 
+def prepare_saliency(systems: list[str], data: Path, result: dict) -> None:
+    """MBD saliency maps of the training photos, once, for the systems that need them (SalCBAM): computed per
+    sample on the fly they cost ~156 ms a 256² photo on one CPU core against ~12 ms to read a prepared map
+    (benchmarks/bench_datapath.py), which caps such a system near 26 img/s with 4 workers whatever the GPU."""
+    from toonlab.models import get_model_class
+
+    def needs(name: str) -> bool:
+        try:
+            return "saliency" in get_model_class(name)(get_model_class(name).Config()).requires
+        except Exception:  # an unknown or broken system fails in its own child, with its one line
+            return False
+
+    if not any(needs(name) for name in systems):
+        return
+    from toonlab.data.prepare.images import map_folder
+
+    t0 = time.perf_counter()
+    summary = map_folder(data / "train" / "photos", data / "train" / "saliency", "saliency",
+                         workers=min(os.cpu_count() or 1, 16), progress=False)
+    result["saliency"] = {"maps": summary.done, "failed": len(summary.failed),
+                          "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def pack(out: Path, work: Path, data: Path, systems: dict) -> dict:
     """grid.png, log.txt and one NAME.tar (export + outputs, trimmed under the file limit) per scored system."""
     from toonlab.io import read_image, write_image
@@ -322,7 +349,8 @@ def main() -> None:
     minutes = parse_minutes(args.minutes)
     try:
         data, real = make_data(args, work, result)
-        log(f"data: {result['synthtoon']} real: {result['real_set']}")
+        prepare_saliency(args.systems.split(","), data, result)
+        log(f"data: {result['synthtoon']} real: {result['real_set']} saliency: {result.get('saliency')}")
         save_json(out / "results.json", result)
         from bench_gpu import missing_dependency
 

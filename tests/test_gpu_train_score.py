@@ -58,3 +58,27 @@ def test_a_child_past_its_deadline_is_killed_with_its_group(tmp_path, monkeypatc
     rec = gpu_train_score.run_child("x", args, tmp_path, None, run, 0.0, lambda m: None)
     assert time.monotonic() - t0 < 10
     assert rec["error"] == "killed at its deadline (1 s): SIGTERM, then SIGKILL"
+
+
+def test_salcbam_trains_on_saliency_maps_prepared_once(tmp_path):
+    """A system that needs saliency gets the parent's prepared maps as data.saliency; the others do not."""
+    from toonlab.data.synth import make_synthtoon
+
+    data = make_synthtoon(tmp_path / "synth", n=4, size=32, seed=0, n_test=2, workers=1)
+    result: dict = {}
+    gpu_train_score.prepare_saliency(["ctss"], data, result)
+    assert "saliency" not in result and not (data / "train" / "saliency").exists()
+    gpu_train_score.prepare_saliency(["ctss", "salcbam"], data, result)
+    assert result["saliency"]["maps"] == 4 and result["saliency"]["failed"] == 0
+    from PIL import Image
+
+    maps = sorted((data / "train" / "saliency").glob("*.png"))
+    assert [m.stem for m in maps] == sorted(p.stem for p in (data / "train" / "photos").iterdir())
+    assert Image.open(maps[0]).mode == "L"
+    args = type("A", (), {"device": "cpu", "size": 32, "workers": 0, "init_steps": 1, "ckpt_every": 2,
+                          "log_every": 1, "perceptual": "random", "batch": 2, "max_steps": 2})()
+    sal = [o for o in gpu_train_score.system_overrides("salcbam", args, data, tmp_path / "r", 1.0)
+           if o.startswith("data.saliency=")]
+    assert sal == [f"data.saliency={data / 'train' / 'saliency'}"]
+    assert not any(o.startswith("data.saliency=") for o in
+                   gpu_train_score.system_overrides("ctss", args, data, tmp_path / "r", 1.0))
