@@ -68,3 +68,35 @@ def test_cli_nproc_relaunches_under_torchrun_with_a_batchnorm_model(tmp_path):
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2]  # rank 0 alone logs
     assert (run / "checkpoints" / "latest.safetensors").is_file()
+
+
+def _agree_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    import toonlab.train.distributed as D
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    D.setup(torch.device("cpu"))
+    res = {"backend": dist.get_backend(D._CONTROL), "separate": D._CONTROL is not dist.group.WORLD,
+           # rank 1 is out of time, rank 0 signalled: every rank sees both, in one call
+           "both": D.all_hold(rank == 0, rank == 1, True), "one": D.all_true(True)}
+    D.teardown()
+    res["after"] = D._CONTROL is None and D.all_hold(False, True) == (False, True)
+    Path(out, f"{rank}.json").write_text(json.dumps(res))
+
+
+def test_ranks_agree_on_host_flags_in_one_call_over_a_gloo_control_group(tmp_path):
+    """The stop flags meet over a gloo group of their own (no CUDA tensor read under NCCL), all in one reduce."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_agree_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        res = json.loads((tmp_path / f"{rank}.json").read_text())
+        assert res == {"backend": "gloo", "separate": True, "both": [False, False, True], "one": True,
+                       "after": True}, (rank, res)

@@ -117,3 +117,19 @@ def test_compile_trains_within_round_off(tmp_path, tiny_data):
     assert _losses(b)[0] == pytest.approx(_losses(a)[0], rel=1e-6)
     assert _losses(b) == pytest.approx(_losses(a), rel=1e-2)
     assert {k: v.shape for k, v in wa.items()} == {k: v.shape for k, v in wb.items()}
+
+
+@pytest.mark.parametrize("value, mode", [(True, None), ("reduce-overhead", "reduce-overhead"),
+                                         ("max-autotune", "max-autotune")])
+def test_compile_mode_reaches_torch_compile(tmp_path, tiny_data, monkeypatch, value, mode):
+    """train.compile: true → torch.compile's default mode; a mode name (reduce-overhead = CUDA graphs) is passed
+    on to every network; anything else is a config error."""
+    seen = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    trainer = Trainer(resolve_run_config(run_config(tmp_path, tiny_data, train={
+        "run_dir": str(tmp_path / "r"), "compile": value, "phase_steps": {"init": 1, "adv": 1}})))
+    assert seen == [{"mode": mode}] * len(trainer.model.networks)
+    trainer.close()
+    with pytest.raises(Exception, match="compile"):
+        resolve_run_config(run_config(tmp_path, tiny_data, train={"run_dir": str(tmp_path / "x"),
+                                                                  "compile": "fastest"}))

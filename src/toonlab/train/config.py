@@ -75,7 +75,9 @@ class TrainConfig:
     # the divergence error comes up to log_every steps late). auto = on CUDA only (on CPU a read costs nothing and the
     # default per-tensor Adam is bit-exact with earlier runs; true there switches to the fused Adam)
     sync_free: Literal["auto", True, False] = "auto"
-    compile: bool = False
+    # compile: true = torch.compile's default mode; "reduce-overhead" replays each network's kernels as CUDA graphs
+    # (CUDA, static shapes: a paper recipe's fixed crop and batch); "max-autotune" also searches kernel configs
+    compile: Literal[False, True, "reduce-overhead", "max-autotune"] = False
     channels_last: bool = False
     sync_bn: bool = True  # DDP: BatchNorm → SyncBatchNorm in networks that have BN
     ddp_find_unused: bool = False  # DDP find_unused_parameters, for models whose Steps leave parameters unused

@@ -45,27 +45,48 @@ def env_info() -> DistInfo:
                     int(os.environ.get("LOCAL_RANK", 0)))
 
 
+# A gloo group beside the training one, for agreements on host-side flags (out of time, signalled, the run dir
+# opened): under NCCL an all-reduce of a CUDA tensor read back with .item() waits for everything queued on the GPU,
+# every step; over gloo a few bytes of host memory meet the other ranks' without touching the GPU stream.
+_CONTROL: dist.ProcessGroup | None = None
+
+
 def setup(device: torch.device) -> DistInfo:
-    """Join the process group when launched by torchrun with WORLD_SIZE > 1."""
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1 (and make the host-side control
+    group: every rank creates it here, in the same order, as ``new_group`` requires)."""
+    global _CONTROL
     info = env_info()
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+        _CONTROL = dist.new_group(backend="gloo")
     return info
 
 
 def teardown() -> None:
+    global _CONTROL
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _CONTROL = None
 
 
-def all_true(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` holds on every rank (every rank must call it: ranks then take the same branch)."""
+def all_hold(*flags: bool) -> tuple[bool, ...]:
+    """Whether each of ``flags`` holds on every rank, in one host-side all-reduce over the control group (every
+    rank must call it with as many flags: ranks then take the same branch). No GPU synchronisation."""
     if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+        return tuple(bool(f) for f in flags)
+    if _CONTROL is None and dist.get_backend() != "gloo":  # a group set up by someone else: its own device
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    t = torch.tensor([1 if f else 0 for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=_CONTROL)
+    return tuple(bool(v) for v in t.tolist())
+
+
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (:func:`all_hold` of one flag)."""
+    return all_hold(flag)[0]
 
 
 def all_true_on_device(flag: torch.Tensor) -> torch.Tensor:

@@ -222,7 +222,7 @@ class Trainer:
                 self._open_run_dir(resume)
             except ToonlabError as e:
                 error = e
-        if not D.all_true(error is None, self.device):
+        if not D.all_true(error is None):
             self.lock.release()
             raise error if error is not None else ToonlabError("rank 0 could not open the run dir")
         try:
@@ -246,7 +246,7 @@ class Trainer:
                     self._ema_buffers = list(zip(self.ema.buffers(), live.buffers()))
             if t.compile:  # in place, after the EMA copy is taken: state-dict keys and DDP wrapping stay as they are
                 for net in self.model.networks.values():
-                    D.bare(net).compile()
+                    D.bare(net).compile(mode=None if t.compile is True else t.compile)
             if state is not None:
                 self._load_state(state)
                 if self.dist.is_main:
@@ -493,8 +493,10 @@ class Trainer:
                 self.step += 1
                 steps_timed += 1
                 self.logger.progress(self.step, span.phase.name)
-                out_of_time = deadline is not None and not D.all_true(time.monotonic() < deadline, self.device)
-                signalled = not D.all_true(self._signal is None, self.device)  # every rank stops at the same step
+                # every rank stops at the same step: one host-side agreement (no GPU sync under NCCL)
+                in_time, unsignalled = D.all_hold(deadline is None or time.monotonic() < deadline,
+                                                  self._signal is None)
+                out_of_time, signalled = not in_time, not unsignalled
                 final = self.step == self.total_steps
                 if self.step % t.log_every == 0 or final:
                     self.logger.progress(self.step, span.phase.name, self._drain_logs())
@@ -608,7 +610,7 @@ class Trainer:
                         if scaler is not None:  # NaN gradients: the GradScaler's own inf check skips the step
                             loss = loss * torch.where(ok, 1.0, math.nan)
                     else:
-                        finite = D.all_true(bool(torch.isfinite(loss.detach()).all()), self.device)
+                        finite = D.all_true(bool(torch.isfinite(loss.detach()).all()))
                         if not finite:
                             break
                         loss = loss.float() / len(micro)
