@@ -65,14 +65,21 @@ def save_json(path: Path, obj: dict) -> None:
 
 
 # --- child: train one system, then score it ----------------------------------------------------------------------
+def default_model(name: str):
+    """System ``name`` built from its default Config: what its phases and side inputs (``requires``) are."""
+    from toonlab.models import get_model_class
+
+    cls = get_model_class(name)
+    return cls(cls.Config())
+
+
 def system_overrides(name: str, args, data: Path, run: Path, budget_min: float) -> list[str]:
     """The paper recipe's overrides for a budgeted run on SynthToon at ``args.size``."""
     from bench_gpu import ctss_scaled
 
-    from toonlab.models import get_model_class
-
     cuda = args.device.startswith("cuda")
-    phases = [p.name for p in get_model_class(name)(get_model_class(name).Config()).phases()]
+    model = default_model(name)
+    phases = [p.name for p in model.phases()]
     steps = {"init": args.init_steps} if "init" in phases else {}
     steps.update({p: 10 ** 7 for p in phases if p != "init"})
     over = [f"data.photos={data / 'train/photos'}", f"data.cartoons={data / 'train/cartoons'}",
@@ -85,14 +92,14 @@ def system_overrides(name: str, args, data: Path, run: Path, budget_min: float) 
         over.append("train.amp=bf16")
     if args.batch:
         over.append(f"data.batch_size={args.batch}")
-    if "perceptual" in get_model_class(name).Config.__dataclass_fields__:
+    if "perceptual" in type(model).Config.__dataclass_fields__:
         over.append(f"model.perceptual={args.perceptual}")
     if name == "ctss" and args.size != 256:
         over += ctss_scaled(args.size)
     if args.max_steps:
         over.append(f"train.max_steps={args.max_steps}")
     saliency = data / "train" / "saliency"
-    if saliency.is_dir() and "saliency" in get_model_class(name)(get_model_class(name).Config()).requires:
+    if saliency.is_dir() and "saliency" in model.requires:
         over.append(f"data.saliency={saliency}")  # prepared by the parent: MBD per sample would starve the GPU
     return over
 
@@ -235,11 +242,9 @@ def prepare_saliency(systems: list[str], data: Path, result: dict) -> None:
     """MBD saliency maps of the training photos, once, for the systems that need them (SalCBAM): computed per
     sample on the fly they cost ~156 ms a 256² photo on one CPU core against ~12 ms to read a prepared map
     (benchmarks/bench_datapath.py), which caps such a system near 26 img/s with 4 workers whatever the GPU."""
-    from toonlab.models import get_model_class
-
     def needs(name: str) -> bool:
         try:
-            return "saliency" in get_model_class(name)(get_model_class(name).Config()).requires
+            return "saliency" in default_model(name).requires
         except Exception:  # an unknown or broken system fails in its own child, with its one line
             return False
 
